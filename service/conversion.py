@@ -1,0 +1,87 @@
+"""From an OpenAI chat request to what the engine takes: messages, sampling params, adapter."""
+
+from __future__ import annotations
+
+from service.errors import BadRequest
+from service.images import ImageLimits, load_image
+from service.schemas import ChatCompletionRequest, ImageContentPart
+from service.settings import ServiceSettings
+from service.vlm.engine import SamplingParams
+from service.vlm.messages import ImagePart, Message, TextPart
+
+
+def image_limits(settings: ServiceSettings) -> ImageLimits:
+    return ImageLimits(
+        max_bytes=settings.max_image_bytes,
+        max_pixels=settings.max_image_pixels,
+        remote_domains=tuple(settings.remote_image_domains),
+        remote_timeout_s=settings.remote_image_timeout_s,
+    )
+
+
+def to_messages(request: ChatCompletionRequest, settings: ServiceSettings) -> list[Message]:
+    """Decode every image part, enforcing the per-request image count before any decoding."""
+    image_parts = [
+        (i, j)
+        for i, m in enumerate(request.messages)
+        if not isinstance(m.content, str)
+        for j, p in enumerate(m.content)
+        if isinstance(p, ImageContentPart)
+    ]
+    if len(image_parts) > settings.max_images_per_request:
+        raise BadRequest(
+            f"{len(image_parts)} images in the request; the limit is "
+            f"{settings.max_images_per_request}",
+            param="messages",
+            code="too_many_images",
+        )
+    limits = image_limits(settings)
+    messages = []
+    for i, m in enumerate(request.messages):
+        if isinstance(m.content, str):
+            messages.append(Message(m.role, (TextPart(m.content),)))
+            continue
+        parts = []
+        for j, p in enumerate(m.content):
+            if isinstance(p, ImageContentPart):
+                param = f"messages[{i}].content[{j}].image_url"
+                parts.append(ImagePart(load_image(p.image_url.url, limits, param)))
+            else:
+                parts.append(TextPart(p.text))
+        messages.append(Message(m.role, tuple(parts)))
+    return messages
+
+
+def to_sampling_params(request: ChatCompletionRequest, settings: ServiceSettings) -> SamplingParams:
+    max_tokens = request.requested_max_tokens or settings.default_max_tokens
+    if max_tokens > settings.max_tokens_cap:
+        raise BadRequest(
+            f"max_tokens is {max_tokens}; this server allows at most {settings.max_tokens_cap}",
+            param="max_tokens",
+            code="max_tokens_exceeded",
+        )
+    if request.min_tokens > max_tokens:
+        raise BadRequest(
+            f"min_tokens ({request.min_tokens}) exceeds max_tokens ({max_tokens})",
+            param="min_tokens",
+            code="invalid_request",
+        )
+    return SamplingParams(
+        max_tokens=max_tokens,
+        min_tokens=request.min_tokens,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        stop=request.stop_sequences,
+        seed=request.seed,
+    )
+
+
+def resolve_adapter(
+    model: str | None, settings: ServiceSettings, base_model_id: str
+) -> tuple[str | None, str]:
+    """Map the request's `model` to `(adapter or None for base, name to echo back)`."""
+    if model is None:
+        return settings.default_adapter, settings.default_adapter or settings.served_model_name
+    if model in (settings.served_model_name, base_model_id):
+        return None, model
+    return model, model

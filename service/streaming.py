@@ -1,0 +1,56 @@
+"""OpenAI-style server-sent events for a streamed chat completion.
+
+BentoML and Starlette send raw chunks, so the `data: ...\n\n` framing and the final
+`data: [DONE]` are written here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+
+from service.errors import CrossguardError
+from service.schemas import ChatCompletionChunk, ChunkChoice, DeltaMessage, Usage
+from service.vlm.engine import Stream
+
+logger = logging.getLogger(__name__)
+
+
+def _frame(chunk: ChatCompletionChunk) -> str:
+    return f"data: {chunk.model_dump_json(exclude_none=False)}\n\n"
+
+
+def sse_events(stream: Stream, model: str, include_usage: bool) -> Iterator[str]:
+    """Role chunk, one chunk per text delta, a finish chunk, optional usage chunk, `[DONE]`."""
+    base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model}
+
+    def chunk(delta: DeltaMessage, finish: str | None = None) -> str:
+        return _frame(
+            ChatCompletionChunk(
+                **base, choices=[ChunkChoice(delta=delta, finish_reason=finish)]
+            )
+        )
+
+    yield chunk(DeltaMessage(role="assistant", content=""))
+    try:
+        for text in stream:
+            yield chunk(DeltaMessage(content=text))
+    except Exception as exc:
+        # Headers are already sent: report in-band, as vLLM does, and end the stream cleanly.
+        logger.exception("generation failed mid-stream")
+        error = exc if isinstance(exc, CrossguardError) else CrossguardError("generation failed")
+        yield f"data: {json.dumps(error.body())}\n\n"
+        yield "data: [DONE]\n\n"
+        return
+    yield chunk(DeltaMessage(), stream.finish_reason)
+    if include_usage:
+        usage = Usage(
+            prompt_tokens=stream.prompt_tokens,
+            completion_tokens=stream.completion_tokens,
+            total_tokens=stream.prompt_tokens + stream.completion_tokens,
+        )
+        yield _frame(ChatCompletionChunk(**base, choices=[], usage=usage))
+    yield "data: [DONE]\n\n"

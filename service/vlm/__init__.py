@@ -1,0 +1,1 @@
+"""Model runtime: loading a VLM and its LoRA adapters, building prompts, generating."""

@@ -1,0 +1,77 @@
+"""Run a real `bentoml serve` subprocess on loopback for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class BentoServer:
+    """`bentoml serve` of the service in its own process group; ready when /readyz is 200."""
+
+    def __init__(self, env: dict[str, str], workdir: Path, timeout_s: float = 120.0):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / f"bentoml-{self.port}.log"
+        self.env = {
+            **os.environ,
+            "BENTOML_HOME": str(workdir / "bentoml"),
+            "BENTOML_DO_NOT_TRACK": "True",
+            "HF_HUB_OFFLINE": "1",
+            **env,
+        }
+        self.timeout_s = timeout_s
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> BentoServer:
+        cmd = [sys.executable, "-m", "bentoml", "serve", "service.app:CrossGuard",
+               "--host", "127.0.0.1", "--port", str(self.port)]
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=self._log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited early:\n{self.log()}")
+            if self.ready():
+                return self
+            time.sleep(0.25)
+        self.stop()
+        raise TimeoutError(f"not ready after {self.timeout_s}s:\n{self.log()}")
+
+    def ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-8000:]
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._log.close()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

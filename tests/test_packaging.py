@@ -1,0 +1,39 @@
+"""The deployable artefacts agree with pyproject.toml and with what the service needs."""
+
+import tomllib
+from pathlib import Path
+
+import dockerfile
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pins(requirements) -> dict[str, str]:
+    return dict(r.split("==", 1) for r in requirements)
+
+
+def test_bentofile_pins_match_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    expected = _pins(project["dependencies"]) | _pins(project["optional-dependencies"]["gpu"])
+    bentofile = yaml.safe_load((ROOT / "bentofile.yaml").read_text())
+    assert _pins(bentofile["python"]["packages"]) == expected
+    assert bentofile["python"]["lock_packages"] is False
+    assert bentofile["service"] == "service.app:CrossGuard"
+
+
+def test_every_dependency_is_pinned_exactly():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + [
+        r for extra in project["optional-dependencies"].values() for r in extra
+    ]
+    assert all("==" in r for r in requirements), requirements
+    assert "torch==2.13.0" in project["dependencies"]
+
+
+def test_dockerfile_runs_bentoml_as_non_root_with_readiness_healthcheck():
+    commands = {c.cmd: c for c in dockerfile.parse_file(str(ROOT / "Dockerfile"))}
+    assert commands["FROM"].value[0].startswith("nvidia/cuda:")
+    assert commands["USER"].value[0] not in ("root", "0")
+    assert "/readyz" in " ".join(commands["HEALTHCHECK"].value)
+    assert list(commands["CMD"].value[:3]) == ["bentoml", "serve", "service.app:CrossGuard"]

@@ -1,0 +1,1 @@
+"""Offline unlearning tooling: data, training, evaluation and the embedded demo model."""
