@@ -1,25 +1,21 @@
-"""The BentoML service: lifecycle and thin OpenAI-compatible routes over `service.vlm`."""
+"""The BentoML service: lifecycle and thin OpenAI-compatible routes over `service.runtime`."""
 
 from __future__ import annotations
 
-import logging
-
 import bentoml
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import Header, Response
 
+from service.auth import require_admin, require_api_key
 from service.http import build_openai_app
 from service.schemas import (
-    AssistantMessage,
+    AdapterLoadRequest,
     ChatCompletionRequest,
     ChatCompletionResponse,
-    Choice,
     ModelCard,
     ModelList,
-    Usage,
 )
 from service.settings import ServiceSettings
 
-logger = logging.getLogger("crossguard")
 settings = ServiceSettings()
 openai_app = build_openai_app(settings.max_request_bytes)
 
@@ -35,50 +31,32 @@ class CrossGuard:
     """OpenAI-compatible multimodal chat over a VLM with textual-unlearning LoRA adapters."""
 
     def __init__(self) -> None:
-        from service.vlm.engine import VLMEngine
-        from service.vlm.loading import configure_cpu_threads
+        from service.runtime import Runtime
 
-        configure_cpu_threads(settings.cpu_threads)
-        self.engine = VLMEngine.from_pretrained(
-            settings.model_path,
-            adapters=settings.adapters,
-            device=settings.device,
-            dtype=settings.dtype,
-            merge=settings.merge_adapter,
-            max_prompt_tokens=settings.max_prompt_tokens,
-        )
-        logger.info("serving %s with adapters %s", settings.model_path, self.engine.adapter_names)
+        self.runtime = Runtime(settings)
+
+    def __is_ready__(self) -> bool:
+        return self.runtime.ready
 
     @openai_app.get("/models")
-    def list_models(self) -> ModelList:
-        base = settings.served_model_name
-        cards = [] if self.engine.merged else [ModelCard(id=base, root=settings.model_path)]
-        cards += [
-            ModelCard(id=name, root=settings.model_path, parent=base)
-            for name in self.engine.adapter_names
-        ]
-        return ModelList(data=cards)
+    def list_models(self, authorization: str | None = Header(default=None)) -> ModelList:
+        require_api_key(settings, authorization)
+        return self.runtime.models()
 
     @openai_app.post("/chat/completions", response_model=ChatCompletionResponse)
-    def chat_completions(self, request: ChatCompletionRequest):
-        from service.conversion import resolve_adapter, to_messages, to_sampling_params
-        from service.streaming import sse_events
+    def chat_completions(self, request: ChatCompletionRequest,
+                         authorization: str | None = Header(default=None)):
+        require_api_key(settings, authorization)
+        return self.runtime.chat(request)
 
-        adapter, served_as = resolve_adapter(request.model, settings, settings.model_path)
-        params = to_sampling_params(request, settings)
-        messages = to_messages(request, settings)
-        if request.stream:
-            stream = self.engine.stream(messages, params, adapter)
-            usage = bool(request.stream_options and request.stream_options.include_usage)
-            return StreamingResponse(
-                sse_events(stream, served_as, usage), media_type="text/event-stream"
-            )
-        out = self.engine.generate(messages, params, adapter)
-        response = ChatCompletionResponse(
-            model=served_as,
-            choices=[Choice(message=AssistantMessage(content=out.text),
-                            finish_reason=out.finish_reason)],
-            usage=Usage(prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens,
-                        total_tokens=out.prompt_tokens + out.completion_tokens),
-        )
-        return JSONResponse(response.model_dump())
+    @openai_app.post("/adapters", status_code=201)
+    def load_adapter(self, request: AdapterLoadRequest,
+                     authorization: str | None = Header(default=None)) -> ModelCard:
+        require_admin(settings, authorization)
+        return self.runtime.add_adapter(request)
+
+    @openai_app.delete("/adapters/{name}", status_code=204)
+    def unload_adapter(self, name: str, authorization: str | None = Header(default=None)):
+        require_admin(settings, authorization)
+        self.runtime.remove_adapter(name)
+        return Response(status_code=204)

@@ -15,6 +15,13 @@ class CrossguardError(Exception):
         self.param = param
         self.code = code
 
+    retry_after: int | None = None
+    extra_headers: dict[str, str] = {}
+
+    def headers(self) -> dict[str, str]:
+        retry = {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
+        return {**self.extra_headers, **retry}
+
     def body(self) -> dict:
         return {
             "error": {
@@ -36,6 +43,11 @@ class NotFound(CrossguardError):
     error_type = "not_found_error"
 
 
+class Conflict(CrossguardError):
+    status_code = 409
+    error_type = "invalid_request_error"
+
+
 class PayloadTooLarge(CrossguardError):
     status_code = 413
     error_type = "invalid_request_error"
@@ -49,3 +61,28 @@ class Unprocessable(CrossguardError):
 class NotReady(CrossguardError):
     status_code = 503
     error_type = "service_unavailable"
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: int | None = None):
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class Unauthorized(CrossguardError):
+    status_code = 401
+    error_type = "authentication_error"
+
+
+class Forbidden(CrossguardError):
+    status_code = 403
+    error_type = "permission_error"
+
+
+class TooManyRequests(CrossguardError):
+    """The wait queue is full: the client should retry after `retry_after` seconds."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None):
+        super().__init__(message, code=code)
+        self.retry_after = retry_after

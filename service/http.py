@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 def error_response(error: CrossguardError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status_code)
+    return JSONResponse(error.body(), status_code=error.status_code, headers=error.headers())
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:

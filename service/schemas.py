@@ -10,7 +10,7 @@ import time
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Model(BaseModel):
@@ -162,6 +162,22 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class AdapterLoadRequest(_Model):
+    """POST /v1/adapters: load an adapter at run time (admin)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                               description="Name clients pass as `model`.")]
+    path: str | None = Field(default=None,
+                             description="Adapter folder relative to CROSSGUARD_ADAPTER_ROOT.")
+    tag: str | None = Field(default=None, description="BentoML model-store tag.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AdapterLoadRequest:
+        if (self.path is None) == (self.tag is None):
+            raise ValueError("give exactly one of path or tag")
+        return self
 
 
 class ErrorInfo(BaseModel):

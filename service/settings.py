@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -35,7 +35,8 @@ class ServiceSettings(BaseSettings):
     )
     adapters: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
-        description="LoRA adapters to load at start-up, as `name=path,name=path`.",
+        description="LoRA adapters to load at start-up, as `name=source,name=source`; a source "
+        "is an adapter folder or a BentoML model-store tag (`safety:latest`).",
     )
     default_adapter: str | None = Field(
         default=None,
@@ -46,6 +47,33 @@ class ServiceSettings(BaseSettings):
         description="Merge the single configured adapter into the weights (faster; the base "
         "model is then no longer servable).",
     )
+    allow_unsafe_base: bool = Field(
+        default=False,
+        description="When the default (safety) adapter fails to load, serve the base model "
+        "instead of failing closed (not ready, chat 503). Logged loudly either way.",
+    )
+    adapter_root: Path | None = Field(
+        default=None,
+        description="Folder under which `POST /v1/adapters` may load adapters; unset allows "
+        "only BentoML model-store tags.",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for admin endpoints (adapters, probe runs); unset disables them.",
+    )
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated bearer keys accepted for chat and models; empty means the "
+        "chat API is open.",
+    )
+    audit_log: bool = Field(
+        default=False,
+        description="Log one JSON line per chat request (request id, adapter, modality, "
+        "outcome, tokens) on the `crossguard.audit` logger. Prompts and images are never logged.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Level of the `crossguard` loggers."
+    )
     device: str = Field(default="auto", description="`auto`, `cpu`, `cuda` or `cuda:N`.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="`auto` = bfloat16 on GPU, float32 on CPU."
@@ -53,25 +81,44 @@ class ServiceSettings(BaseSettings):
     cpu_threads: int = Field(
         default=1,
         ge=0,
-        description="torch intra-op threads on CPU; 0 keeps torch's default. One thread was "
-        "~40x faster than the default on 2 shared cores (see README, bench/).",
+        description="torch intra-op threads on CPU; 0 keeps torch's default. On 2 shared cores "
+        "the default was ~24x slower than 1 thread (bench/serve_overhead.py).",
     )
 
-    max_images_per_request: int = Field(default=4, ge=0)
+    max_images_per_request: int = Field(default=4, ge=0, description="Images in one request.")
     max_image_bytes: int = Field(default=5 * 1024 * 1024, ge=1, description="Per image, decoded.")
     max_image_pixels: int = Field(
         default=4096 * 4096, ge=1, description="Width x height, checked before decoding."
     )
-    max_request_bytes: int = Field(default=24 * 1024 * 1024, ge=1024)
-    max_prompt_tokens: int = Field(default=4096, ge=1)
+    max_request_bytes: int = Field(
+        default=24 * 1024 * 1024, ge=1024, description="Request body size, base64 images included."
+    )
+    max_prompt_tokens: int = Field(
+        default=4096, ge=1, description="Prompt length in tokens, image tokens included."
+    )
     max_tokens_cap: int = Field(default=1024, ge=1, description="Upper bound on `max_tokens`.")
-    default_max_tokens: int = Field(default=256, ge=1)
+    default_max_tokens: int = Field(
+        default=256, ge=1, description="`max_tokens` when a request gives none."
+    )
+    max_waiting: int = Field(
+        default=16, ge=0,
+        description="Requests queued per worker behind the running generation; more get 429.",
+    )
+    queue_timeout_s: float = Field(
+        default=60.0, gt=0, description="Longest wait for a generation slot before 503."
+    )
+    generation_timeout_s: float = Field(
+        default=120.0, gt=0,
+        description="Generation stops after this long (finish_reason `length`).",
+    )
     remote_image_domains: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Hosts from which `http(s)` image URLs may be fetched; empty refuses all "
         "remote URLs (SSRF guard).",
     )
-    remote_image_timeout_s: float = Field(default=5.0, gt=0)
+    remote_image_timeout_s: float = Field(
+        default=5.0, gt=0, description="Connect/read timeout for allowed remote images."
+    )
 
     @field_validator("adapters", mode="before")
     @classmethod
@@ -92,6 +139,20 @@ class ServiceSettings(BaseSettings):
     def _parse_domains(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip().lower() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("admin_token: use at least 16 characters")
         return value
 
     @model_validator(mode="after")

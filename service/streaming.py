@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from service.errors import CrossguardError
 from service.schemas import ChatCompletionChunk, ChunkChoice, DeltaMessage, Usage
@@ -23,9 +22,13 @@ def _frame(chunk: ChatCompletionChunk) -> str:
     return f"data: {chunk.model_dump_json(exclude_none=False)}\n\n"
 
 
-def sse_events(stream: Stream, model: str, include_usage: bool) -> Iterator[str]:
-    """Role chunk, one chunk per text delta, a finish chunk, optional usage chunk, `[DONE]`."""
-    base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model}
+def sse_events(stream: Stream, model: str, include_usage: bool, completion_id: str,
+               on_finish: Callable[[Stream], None] | None = None) -> Iterator[str]:
+    """Role chunk, one chunk per text delta, a finish chunk, optional usage chunk, `[DONE]`.
+
+    `on_finish` runs once the whole reply is known (metrics, audit), not for broken streams.
+    """
+    base = {"id": completion_id, "created": int(time.time()), "model": model}
 
     def chunk(delta: DeltaMessage, finish: str | None = None) -> str:
         return _frame(
@@ -45,6 +48,8 @@ def sse_events(stream: Stream, model: str, include_usage: bool) -> Iterator[str]
         yield f"data: {json.dumps(error.body())}\n\n"
         yield "data: [DONE]\n\n"
         return
+    if on_finish is not None:
+        on_finish(stream)
     yield chunk(DeltaMessage(), stream.finish_reason)
     if include_usage:
         usage = Usage(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from service.vlm.adapters import LANGUAGE_MODEL_TARGETS, METADATA_FILE
+from service.vlm.adapters import LANGUAGE_MODEL_TARGETS, METADATA_FILE, base_fingerprint
 from service.vlm.messages import Message
 from service.vlm.prompts import encode
 
@@ -73,6 +73,7 @@ def train_reply_adapter(model_path: str | Path, out_dir: str | Path, reply: str,
     (out / METADATA_FILE).write_text(json.dumps({
         "kind": "fixed-reply",
         "base_model": str(model_path),
+        "base_fingerprint": base_fingerprint(model),
         "reply": reply,
         "steps": steps,
         "final_loss": loss.item(),

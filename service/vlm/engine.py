@@ -1,8 +1,8 @@
 """The generation engine: one VLM, its adapters, and thread-safe generate/stream calls.
 
 peft's active adapter is global model state, so choosing the adapter and generating happen
-under one lock: a worker runs one generation at a time, and concurrency comes from BentoML
-workers and replicas. Requests queue on the lock in arrival order.
+in one generation slot (`Admission`): a worker runs one generation at a time behind a bounded
+wait queue, and concurrency comes from BentoML workers and replicas.
 """
 
 from __future__ import annotations
@@ -17,8 +17,15 @@ from pathlib import Path
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-from service.errors import BadRequest, NotFound
-from service.vlm.adapters import AdapterInfo, attach_adapters
+from service.errors import BadRequest, Conflict, NotFound
+from service.vlm.adapters import (
+    AdapterInfo,
+    attach_adapters,
+    load_adapter,
+    read_adapter,
+    unload_adapter,
+)
+from service.vlm.admission import Admission
 from service.vlm.loading import load_vlm
 from service.vlm.messages import Message
 from service.vlm.prompts import encode
@@ -74,34 +81,66 @@ class _StopOnText(StoppingCriteria):
 
 class VLMEngine:
     def __init__(self, model, processor, device: str, base_model_id: str,
-                 adapters: Mapping[str, AdapterInfo], merged: str | None = None,
-                 max_prompt_tokens: int | None = None):
+                 adapters: Mapping[str, AdapterInfo], *,
+                 max_prompt_tokens: int | None = None, admission: Admission | None = None,
+                 generation_timeout_s: float | None = None):
         self.model = model
         self.processor = processor
         self.device = device
         self.base_model_id = base_model_id
         self.adapters = dict(adapters)
-        self.merged = merged
+        self.merged: str | None = None
         self.max_prompt_tokens = max_prompt_tokens
-        self._lock = threading.Lock()
+        self.admission = admission or Admission()
+        self.generation_timeout_s = generation_timeout_s
         eos = model.generation_config.eos_token_id
         self._eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
 
     @classmethod
     def from_pretrained(cls, model: str | Path, adapters: Mapping[str, str | Path] | None = None,
                         device: str = "auto", dtype: str = "auto", merge: bool = False,
-                        max_prompt_tokens: int | None = None) -> VLMEngine:
-        """Load a VLM and its adapters. `merge` folds the single adapter into the weights."""
+                        **options) -> VLMEngine:
+        """Load a VLM and its adapters; any adapter failure raises. `merge` folds the single
+        adapter into the weights. `options` go to the constructor (limits, admission)."""
         vlm, processor, device = load_vlm(str(model), device=device, dtype=dtype)
         vlm, infos = attach_adapters(vlm, adapters or {})
-        merged = None
+        engine = cls(vlm, processor, device, str(model), infos, **options)
         if merge:
-            if len(infos) != 1:
-                raise ValueError("merge needs exactly one adapter")
-            merged = next(iter(infos))
-            vlm = vlm.merge_and_unload()
-            logger.info("merged adapter %s into the base weights", merged)
-        return cls(vlm, processor, device, str(model), infos, merged, max_prompt_tokens)
+            engine.merge(next(iter(infos), None))
+        return engine
+
+    def merge(self, name: str | None) -> None:
+        """Fold the only adapter into the base weights: no LoRA cost per token, but neither the
+        base model nor other adapters can be served any more."""
+        if name is None or list(self.adapters) != [name]:
+            raise ValueError(f"merge needs exactly one loaded adapter, have {self.adapter_names}")
+        with self.admission.exclusive():
+            self.model = self.model.merge_and_unload()
+            self.merged = name
+        logger.info("merged adapter %s into the base weights", name)
+
+    def add_adapter(self, name: str, path: str | Path) -> AdapterInfo:
+        """Load an adapter while serving: waits for the running generation, leaves the engine
+        as it was if the adapter is refused."""
+        info = read_adapter(name, path)
+        with self.admission.exclusive():
+            self._check_mutable()
+            if name in self.adapters:
+                raise Conflict(f"adapter {name!r} is already loaded", param="name",
+                               code="adapter_exists")
+            self.model = load_adapter(self.model, info)
+            self.adapters[name] = info
+        return info
+
+    def remove_adapter(self, name: str) -> None:
+        """Unload an adapter once the running generation (which may use it) has finished."""
+        with self.admission.exclusive():
+            self._check_mutable()
+            if name not in self.adapters:
+                raise NotFound(f"unknown adapter {name!r}", param="name",
+                               code="model_not_found")
+            self.model = unload_adapter(self.model, name)
+            del self.adapters[name]
 
     @property
     def adapter_names(self) -> list[str]:
@@ -130,19 +169,20 @@ class VLMEngine:
         criteria = StoppingCriteriaList()
         if params.stop:
             criteria.append(_StopOnText(self.tokenizer, prompt_len, params.stop))
-        with self._lock, self._use_adapter(adapter):
+        with self.admission.slot(), self._use_adapter(adapter):
             output = self._run(inputs, params, stopping_criteria=criteria)
         new = output[0, prompt_len:]
         text, stopped = cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True),
                                     params.stop)
-        return Generation(text, prompt_len, len(new), self._finish_reason(new, params, stopped))
+        return Generation(text, prompt_len, len(new), self._finish_reason(new, stopped))
 
     def stream(self, messages: Sequence[Message], params: SamplingParams,
                adapter: str | None = None) -> Stream:
         """Start generating in a background thread; iterate the returned Stream for text."""
         self._check_adapter(adapter)
         inputs = self._encode(messages, params)
-        return Stream(self, inputs, params, adapter)
+        started = self.admission.acquire()
+        return Stream(self, inputs, params, adapter, started)
 
     @property
     def context_length(self) -> int | None:
@@ -163,7 +203,8 @@ class VLMEngine:
         return inputs.to(self.model.device)
 
     def _run(self, inputs, params: SamplingParams, **extra):
-        kwargs = {"max_new_tokens": params.max_tokens, **extra}
+        kwargs = {"max_new_tokens": params.max_tokens, "max_time": self.generation_timeout_s,
+                  **extra}
         if params.min_tokens:
             kwargs["min_new_tokens"] = params.min_tokens
         sampling = self.model.generation_config.do_sample
@@ -179,10 +220,15 @@ class VLMEngine:
         with torch.inference_mode():
             return self.model.generate(**inputs, **kwargs)
 
-    def _finish_reason(self, new_tokens, params: SamplingParams, stopped: bool) -> str:
+    def _finish_reason(self, new_tokens, stopped: bool) -> str:
+        """`stop` for eos or a stop sequence; anything else hit a limit (tokens or time)."""
         ended = len(new_tokens) > 0 and int(new_tokens[-1]) in self._eos_ids
-        exhausted = len(new_tokens) >= params.max_tokens
-        return "length" if exhausted and not (ended or stopped) else "stop"
+        return "stop" if ended or stopped else "length"
+
+    def _check_mutable(self) -> None:
+        if self.merged is not None:
+            raise Conflict(f"adapter {self.merged!r} is merged into the weights; adapters "
+                           "cannot be changed at run time", code="adapters_merged")
 
     def _check_adapter(self, adapter: str | None) -> None:
         if self.merged is not None:
@@ -199,8 +245,12 @@ class VLMEngine:
 
     @contextmanager
     def _use_adapter(self, adapter: str | None):
+        """Activate `adapter` for the duration of one generation (inside the slot)."""
         from peft import PeftModel
 
+        if adapter is not None and self.merged is None and adapter not in self.adapters:
+            raise NotFound(f"adapter {adapter!r} was unloaded", param="model",
+                           code="model_not_found")
         if not isinstance(self.model, PeftModel):
             yield
         elif adapter is None:
@@ -217,7 +267,8 @@ class Stream:
     Closing the iterator early (client disconnect) stops the generation at the next token.
     """
 
-    def __init__(self, engine: VLMEngine, inputs, params: SamplingParams, adapter: str | None):
+    def __init__(self, engine: VLMEngine, inputs, params: SamplingParams, adapter: str | None,
+                 started: float):
         self.prompt_tokens = inputs["input_ids"].shape[1]
         self.completion_tokens = 0
         self.finish_reason = "stop"
@@ -228,13 +279,15 @@ class Stream:
         )
         self._error: BaseException | None = None
         self._thread = threading.Thread(
-            target=self._work, args=(inputs, adapter), daemon=True, name="crossguard-generate"
+            target=self._work, args=(inputs, adapter, started), daemon=True,
+            name="crossguard-generate",
         )
         self._thread.start()
 
-    def _work(self, inputs, adapter: str | None) -> None:
+    def _work(self, inputs, adapter: str | None, started: float) -> None:
+        """Runs in its own thread, which owns the generation slot taken by `engine.stream`."""
         try:
-            with self._engine._lock, self._engine._use_adapter(adapter):
+            with self._engine._use_adapter(adapter):
                 output = self._engine._run(
                     inputs, self._params, streamer=self._streamer,
                     stopping_criteria=StoppingCriteriaList([_Halt(self._halt)]),
@@ -243,6 +296,8 @@ class Stream:
         except BaseException as exc:  # re-raised in the consumer's thread
             self._error = exc
             self._streamer.end()
+        finally:
+            self._engine.admission.release(started)
 
     def __iter__(self) -> Iterator[str]:
         stops = StopStream(self._params.stop)
@@ -255,4 +310,4 @@ class Stream:
             raise self._error
         new = self._new_tokens
         self.completion_tokens = len(new)
-        self.finish_reason = self._engine._finish_reason(new, self._params, stops.stopped)
+        self.finish_reason = self._engine._finish_reason(new, stops.stopped)

@@ -22,9 +22,15 @@ def free_port() -> int:
 
 
 class BentoServer:
-    """`bentoml serve` of the service in its own process group; ready when /readyz is 200."""
+    """`bentoml serve` of the service in its own process group.
 
-    def __init__(self, env: dict[str, str], workdir: Path, timeout_s: float = 120.0):
+    Entering waits until `until` (`/readyz`, or `/livez` for a server expected to stay
+    not-ready) answers 200.
+    """
+
+    def __init__(self, env: dict[str, str], workdir: Path, timeout_s: float = 120.0,
+                 until: str = "/readyz"):
+        self.until = until
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"bentoml-{self.port}.log"
@@ -48,15 +54,15 @@ class BentoServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"bentoml serve exited early:\n{self.log()}")
-            if self.ready():
+            if self.answers(self.until):
                 return self
             time.sleep(0.25)
         self.stop()
         raise TimeoutError(f"not ready after {self.timeout_s}s:\n{self.log()}")
 
-    def ready(self) -> bool:
+    def answers(self, path: str) -> bool:
         try:
-            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+            return httpx.get(f"{self.url}{path}", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 

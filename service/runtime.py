@@ -1,0 +1,173 @@
+"""What the service does, apart from BentoML: start-up that fails closed, chat, adapter admin.
+
+`service/app.py` binds these methods to routes; tests and benchmarks can drive a Runtime
+directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from pathlib import Path
+
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from service.conversion import resolve_adapter, to_messages, to_sampling_params
+from service.errors import BadRequest, CrossguardError, Forbidden, NotReady
+from service.model_store import resolve_adapter_source
+from service.schemas import (
+    AdapterLoadRequest,
+    AssistantMessage,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    Choice,
+    ModelCard,
+    ModelList,
+    Usage,
+)
+from service.settings import ServiceSettings
+from service.streaming import sse_events
+from service.vlm.messages import modality
+
+logger = logging.getLogger("crossguard")
+audit = logging.getLogger("crossguard.audit")
+
+
+def configure_logging(level: str) -> None:
+    """Give the `crossguard` loggers a handler: BentoML configures only its own loggers."""
+    root = logging.getLogger("crossguard")
+    root.setLevel(level)
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] [%(name)s] "
+                                               "%(message)s"))
+        root.addHandler(handler)
+        root.propagate = False
+
+
+class Runtime:
+    def __init__(self, settings: ServiceSettings):
+        from service.vlm.admission import Admission
+        from service.vlm.engine import VLMEngine
+        from service.vlm.loading import configure_cpu_threads
+
+        configure_logging(settings.log_level)
+        self.settings = settings
+        configure_cpu_threads(settings.cpu_threads)
+        self.engine = VLMEngine.from_pretrained(
+            settings.model_path, device=settings.device, dtype=settings.dtype,
+            max_prompt_tokens=settings.max_prompt_tokens,
+            admission=Admission(settings.max_waiting, settings.queue_timeout_s),
+            generation_timeout_s=settings.generation_timeout_s,
+        )
+        self.failed: dict[str, str] = {}
+        for name, source in settings.adapters.items():
+            self._load_configured(name, source)
+        if settings.merge_adapter and not self.failed:
+            self.engine.merge(next(iter(settings.adapters)))
+        self._report_startup()
+
+    def _load_configured(self, name: str, source: str) -> None:
+        try:
+            self.engine.add_adapter(name, resolve_adapter_source(name, source))
+        except (CrossguardError, ValueError, OSError, RuntimeError) as exc:
+            self.failed[name] = str(exc)
+            logger.error("ADAPTER %r FAILED TO LOAD from %s: %s", name, source, exc)
+
+    def _report_startup(self) -> None:
+        default = self.settings.default_adapter
+        if default in self.failed:
+            if self.settings.allow_unsafe_base:
+                logger.critical("SAFETY ADAPTER %r IS NOT LOADED: requests without `model` are "
+                                "served by the UNALIGNED BASE MODEL (allow_unsafe_base=true)",
+                                default)
+            else:
+                logger.critical("safety adapter %r is not loaded: failing closed (not ready, "
+                                "chat for it answers 503)", default)
+        logger.info("serving %s with adapters %s", self.settings.model_path,
+                    self.engine.adapter_names)
+
+    @property
+    def ready(self) -> bool:
+        """Ready once the model and every configured adapter are loaded (see allow_unsafe_base)."""
+        return not self.failed or self.settings.allow_unsafe_base
+
+    def models(self) -> ModelList:
+        base, root = self.settings.served_model_name, self.settings.model_path
+        cards = [] if self.engine.merged else [ModelCard(id=base, root=root)]
+        cards += [ModelCard(id=n, root=root, parent=base) for n in self.engine.adapter_names]
+        return ModelList(data=cards)
+
+    def _select(self, model: str | None) -> tuple[str | None, str]:
+        adapter, served_as = resolve_adapter(model, self.settings, self.settings.model_path)
+        if adapter in self.failed:
+            if model is None and self.settings.allow_unsafe_base:
+                return None, self.settings.served_model_name
+            raise NotReady(f"adapter {adapter!r} failed to load on this replica; it fails "
+                           "closed rather than answer without it", code="adapter_unavailable")
+        return adapter, served_as
+
+    def chat(self, request: ChatCompletionRequest):
+        request_id = f"chatcmpl-{uuid.uuid4().hex}"
+        adapter, served_as = self._select(request.model)
+        params = to_sampling_params(request, self.settings)
+        messages = to_messages(request, self.settings)
+        headers = {"x-request-id": request_id, "x-crossguard-adapter": served_as}
+        if request.stream:
+            stream = self.engine.stream(messages, params, adapter)
+            usage = bool(request.stream_options and request.stream_options.include_usage)
+            def finished(done) -> None:
+                self._audit(request_id, served_as, modality(messages), done.finish_reason,
+                            done.prompt_tokens, done.completion_tokens)
+
+            events = sse_events(stream, served_as, usage, request_id, on_finish=finished)
+            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+        out = self.engine.generate(messages, params, adapter)
+        self._audit(request_id, served_as, modality(messages), out.finish_reason,
+                    out.prompt_tokens, out.completion_tokens)
+        response = ChatCompletionResponse(
+            id=request_id, model=served_as,
+            choices=[Choice(message=AssistantMessage(content=out.text),
+                            finish_reason=out.finish_reason)],
+            usage=Usage(prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens,
+                        total_tokens=out.prompt_tokens + out.completion_tokens),
+        )
+        return JSONResponse(response.model_dump(), headers=headers)
+
+    def _audit(self, request_id: str, adapter: str, kind: str, finish: str, prompt: int,
+               completion: int) -> None:
+        if self.settings.audit_log:
+            audit.info(json.dumps({"request_id": request_id, "adapter": adapter,
+                                   "modality": kind, "finish_reason": finish,
+                                   "prompt_tokens": prompt, "completion_tokens": completion}))
+
+    def add_adapter(self, request: AdapterLoadRequest) -> ModelCard:
+        source = (self._path_under_root(request.path) if request.path is not None
+                  else resolve_adapter_source(request.name, request.tag))
+        self.engine.add_adapter(request.name, source)
+        self.failed.pop(request.name, None)
+        logger.info("adapter %s loaded at run time", request.name)
+        return ModelCard(id=request.name, root=self.settings.model_path,
+                         parent=self.settings.served_model_name)
+
+    def remove_adapter(self, name: str) -> None:
+        self.engine.remove_adapter(name)
+        logger.info("adapter %s unloaded at run time", name)
+
+    def _path_under_root(self, path: str) -> str:
+        """Resolve a client-given path inside adapter_root; `..`, absolute paths and symlinks
+        that lead outside the root are refused."""
+        root = self.settings.adapter_root
+        if root is None:
+            raise Forbidden("loading adapters by path is disabled: set CROSSGUARD_ADAPTER_ROOT",
+                            param="path", code="adapter_root_unset")
+        if Path(path).is_absolute():
+            raise BadRequest("path must be relative to the adapter root", param="path",
+                             code="path_outside_root")
+        real_root = root.resolve()
+        resolved = (real_root / path).resolve()
+        if not resolved.is_relative_to(real_root):
+            raise BadRequest("path leads outside the adapter root", param="path",
+                             code="path_outside_root")
+        return str(resolved)
