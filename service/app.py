@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bentoml
 from fastapi import Header, Response
+from fastapi.responses import JSONResponse
 
 from service.auth import require_admin, require_api_key
 from service.http import build_openai_app
@@ -34,9 +35,15 @@ class CrossGuard:
         from service.runtime import Runtime
 
         self.runtime = Runtime(settings)
+        if bentoml.server_context.worker_index in (None, 1):
+            self.runtime.probes.start()
 
     def __is_ready__(self) -> bool:
         return self.runtime.ready
+
+    @bentoml.on_shutdown
+    def shutdown(self) -> None:
+        self.runtime.probes.stop()
 
     @openai_app.get("/models")
     def list_models(self, authorization: str | None = Header(default=None)) -> ModelList:
@@ -60,3 +67,18 @@ class CrossGuard:
         require_admin(settings, authorization)
         self.runtime.remove_adapter(name)
         return Response(status_code=204)
+
+    @openai_app.post("/probes/run")
+    def run_probes(self, wait: bool = False, authorization: str | None = Header(default=None)):
+        """Run the probe battery now; `wait=true` answers with the report summary when done."""
+        require_admin(settings, authorization)
+        summary = self.runtime.probes.run_now(wait)
+        if summary is None:
+            return JSONResponse({"status": "started"}, status_code=202)
+        return summary
+
+    @openai_app.get("/probes/report")
+    def probe_report(self, authorization: str | None = Header(default=None)) -> dict:
+        """The latest finished probe run (ASR per adapter, family and modality, examples)."""
+        require_admin(settings, authorization)
+        return self.runtime.probes.latest()

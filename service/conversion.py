@@ -66,11 +66,12 @@ def to_sampling_params(request: ChatCompletionRequest, settings: ServiceSettings
             param="min_tokens",
             code="invalid_request",
         )
+    greedy = request.top_p == 0.0
     return SamplingParams(
         max_tokens=max_tokens,
         min_tokens=request.min_tokens,
-        temperature=request.temperature,
-        top_p=request.top_p,
+        temperature=0.0 if greedy else request.temperature,
+        top_p=None if greedy else request.top_p,
         stop=request.stop_sequences,
         seed=request.seed,
     )

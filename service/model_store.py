@@ -13,9 +13,12 @@ from pathlib import Path
 
 def resolve_adapter_source(name: str, spec: str) -> str:
     """A folder that exists is used as is; anything else must be a model-store tag."""
-    folder = Path(spec).expanduser()
-    if folder.exists():
-        return str(folder)
+    try:
+        folder = Path(spec).expanduser()
+        if folder.exists():
+            return str(folder)
+    except (OSError, ValueError, UnicodeError):
+        raise ValueError(f"adapter {name!r}: {spec!r} is not a usable path or tag") from None
     import bentoml
     from bentoml.exceptions import BentoMLException
 

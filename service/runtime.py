@@ -13,9 +13,13 @@ from pathlib import Path
 
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from service import metrics
 from service.conversion import resolve_adapter, to_messages, to_sampling_params
-from service.errors import BadRequest, CrossguardError, Forbidden, NotReady
+from service.errors import BadRequest, CrossguardError, Forbidden, NotFound, NotReady
 from service.model_store import resolve_adapter_source
+from service.probe_scheduler import ProbeScheduler
+from service.probes.judges import KeywordRefusalJudge
+from service.probes.report import BASE
 from service.schemas import (
     AdapterLoadRequest,
     AssistantMessage,
@@ -67,6 +71,11 @@ class Runtime:
         if settings.merge_adapter and not self.failed:
             self.engine.merge(next(iter(settings.adapters)))
         self._report_startup()
+        self.refusals = KeywordRefusalJudge()
+        self.probes = ProbeScheduler(self.engine, settings)
+        metrics.declare_probe_runs()
+        for label in [BASE, *self.engine.adapter_names]:
+            metrics.declare_adapter(label, settings.model_path)
 
     def _load_configured(self, name: str, source: str) -> None:
         try:
@@ -114,18 +123,16 @@ class Runtime:
         params = to_sampling_params(request, self.settings)
         messages = to_messages(request, self.settings)
         headers = {"x-request-id": request_id, "x-crossguard-adapter": served_as}
+        kind = modality(messages)
         if request.stream:
             stream = self.engine.stream(messages, params, adapter)
             usage = bool(request.stream_options and request.stream_options.include_usage)
-            def finished(done) -> None:
-                self._audit(request_id, served_as, modality(messages), done.finish_reason,
-                            done.prompt_tokens, done.completion_tokens)
-
-            events = sse_events(stream, served_as, usage, request_id, on_finish=finished)
+            events = sse_events(stream, served_as, usage, request_id,
+                                on_finish=lambda done: self._observe(request_id, adapter, kind,
+                                                                     done))
             return StreamingResponse(events, media_type="text/event-stream", headers=headers)
         out = self.engine.generate(messages, params, adapter)
-        self._audit(request_id, served_as, modality(messages), out.finish_reason,
-                    out.prompt_tokens, out.completion_tokens)
+        self._observe(request_id, adapter, kind, out)
         response = ChatCompletionResponse(
             id=request_id, model=served_as,
             choices=[Choice(message=AssistantMessage(content=out.text),
@@ -135,24 +142,37 @@ class Runtime:
         )
         return JSONResponse(response.model_dump(), headers=headers)
 
-    def _audit(self, request_id: str, adapter: str, kind: str, finish: str, prompt: int,
-               completion: int) -> None:
+    def _observe(self, request_id: str, adapter: str | None, kind: str, out) -> None:
+        """Judge a finished live reply with the keyword judge: metrics, then the audit line."""
+        label = adapter or BASE
+        refused = self.refusals.refused(out.text) is True
+        metrics.record_chat_response(label, kind, refused, out.completion_tokens)
         if self.settings.audit_log:
-            audit.info(json.dumps({"request_id": request_id, "adapter": adapter,
-                                   "modality": kind, "finish_reason": finish,
-                                   "prompt_tokens": prompt, "completion_tokens": completion}))
+            audit.info(json.dumps({
+                "request_id": request_id, "adapter": label, "modality": kind,
+                "outcome": "refused" if refused else "answered",
+                "finish_reason": out.finish_reason, "prompt_tokens": out.prompt_tokens,
+                "completion_tokens": out.completion_tokens,
+            }))
 
     def add_adapter(self, request: AdapterLoadRequest) -> ModelCard:
-        source = (self._path_under_root(request.path) if request.path is not None
-                  else resolve_adapter_source(request.name, request.tag))
+        if request.path is not None:
+            source = self._path_under_root(request.path)
+        else:
+            try:
+                source = resolve_adapter_source(request.name, request.tag)
+            except ValueError as exc:
+                raise NotFound(str(exc), param="tag", code="adapter_not_in_store") from None
         self.engine.add_adapter(request.name, source)
         self.failed.pop(request.name, None)
+        metrics.declare_adapter(request.name, self.settings.model_path)
         logger.info("adapter %s loaded at run time", request.name)
         return ModelCard(id=request.name, root=self.settings.model_path,
                          parent=self.settings.served_model_name)
 
     def remove_adapter(self, name: str) -> None:
         self.engine.remove_adapter(name)
+        metrics.retire_adapter(name, self.settings.model_path)
         logger.info("adapter %s unloaded at run time", name)
 
     def _path_under_root(self, path: str) -> str:
@@ -166,7 +186,11 @@ class Runtime:
             raise BadRequest("path must be relative to the adapter root", param="path",
                              code="path_outside_root")
         real_root = root.resolve()
-        resolved = (real_root / path).resolve()
+        try:
+            resolved = (real_root / path).resolve()
+        except (OSError, ValueError, UnicodeError):
+            raise BadRequest("path is not a usable file name", param="path",
+                             code="invalid_adapter") from None
         if not resolved.is_relative_to(real_root):
             raise BadRequest("path leads outside the adapter root", param="path",
                              code="path_outside_root")

@@ -63,14 +63,16 @@ class ChatCompletionRequest(BaseModel):
         "suppressed until then); used by benchmarks to fix the output length."
     )
     n: Annotated[int, Field(ge=1, le=1, description="Only one choice is generated.")] = 1
-    seed: int | None = None
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] | None = None
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = Field(
         default=None, description="Omitted means the model's own generation config (as vLLM)."
     )
-    top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    top_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
+        default=None, description="0 means greedy decoding, the limit of nucleus sampling."
+    )
     user: str | None = None
 
     @field_validator("stop")
@@ -169,9 +171,11 @@ class AdapterLoadRequest(_Model):
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
                                description="Name clients pass as `model`.")]
-    path: str | None = Field(default=None,
-                             description="Adapter folder relative to CROSSGUARD_ADAPTER_ROOT.")
-    tag: str | None = Field(default=None, description="BentoML model-store tag.")
+    path: Annotated[str, Field(pattern=r"^[^\x00]{1,1024}$")] | None = Field(
+        default=None, description="Adapter folder relative to CROSSGUARD_ADAPTER_ROOT."
+    )
+    tag: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,128}(:[A-Za-z0-9_.-]{1,128})?$")] | None \
+        = Field(default=None, description="BentoML model-store tag, `name` or `name:version`.")
 
     @model_validator(mode="after")
     def _one_source(self) -> AdapterLoadRequest:

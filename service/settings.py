@@ -111,6 +111,27 @@ class ServiceSettings(BaseSettings):
         default=120.0, gt=0,
         description="Generation stops after this long (finish_reason `length`).",
     )
+    probe_interval_s: float = Field(
+        default=3600.0, ge=0,
+        description="Seconds between scheduled probe runs; 0 turns the schedule off (on-demand "
+        "runs still work). deploy/alerts.yml assumes 3600.",
+    )
+    probe_initial_delay_s: float = Field(
+        default=60.0, ge=0, description="Delay before the first scheduled run after start-up."
+    )
+    probes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["all"],
+        description="Probe specs for runs (`all`, a family such as `figstep`, or `family.Name`).",
+    )
+    probe_per_probe: int = Field(
+        default=6, ge=1, description="Behaviours sampled per probe in each run."
+    )
+    probe_max_tokens: int = Field(default=128, ge=1, description="`max_tokens` of probe replies.")
+    probe_judges: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Judge specs (`keyword`, `payload`, `classifier:PATH`, `guard:PATH`); empty "
+        "picks payload+keyword for the demo model and keyword otherwise.",
+    )
     remote_image_domains: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Hosts from which `http(s)` image URLs may be fetched; empty refuses all "
@@ -139,6 +160,13 @@ class ServiceSettings(BaseSettings):
     def _parse_domains(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip().lower() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("probes", "probe_judges", mode="before")
+    @classmethod
+    def _parse_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
     @field_validator("api_keys", mode="before")

@@ -9,7 +9,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 
-REPLY = "no way"
+REPLY = "I cannot help with that."
+"""What the `reply_adapter` fixture says to everything: a refusal the keyword judge recognises."""
 
 
 @pytest.fixture(scope="session", autouse=True)

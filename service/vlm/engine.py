@@ -262,7 +262,8 @@ class VLMEngine:
 
 
 class Stream:
-    """Text deltas of one generation; usage and finish reason are set once it is exhausted.
+    """Text deltas of one generation; text, usage and finish reason are complete once it is
+    exhausted.
 
     Closing the iterator early (client disconnect) stops the generation at the next token.
     """
@@ -271,6 +272,7 @@ class Stream:
                  started: float):
         self.prompt_tokens = inputs["input_ids"].shape[1]
         self.completion_tokens = 0
+        self.text = ""
         self.finish_reason = "stop"
         self._engine, self._params = engine, params
         self._halt = threading.Event()
@@ -302,7 +304,9 @@ class Stream:
     def __iter__(self) -> Iterator[str]:
         stops = StopStream(self._params.stop)
         try:
-            yield from stops.feed(self._streamer)
+            for piece in stops.feed(self._streamer):
+                self.text += piece
+                yield piece
         finally:
             self._halt.set()
             self._thread.join()

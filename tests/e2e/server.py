@@ -29,9 +29,9 @@ class BentoServer:
     """
 
     def __init__(self, env: dict[str, str], workdir: Path, timeout_s: float = 120.0,
-                 until: str = "/readyz"):
+                 until: str = "/readyz", port: int | None = None):
         self.until = until
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"bentoml-{self.port}.log"
         self.env = {
@@ -39,6 +39,8 @@ class BentoServer:
             "BENTOML_HOME": str(workdir / "bentoml"),
             "BENTOML_DO_NOT_TRACK": "True",
             "HF_HUB_OFFLINE": "1",
+            "CROSSGUARD_HOME": str(workdir / "home"),
+            "CROSSGUARD_PROBE_INTERVAL_S": "0",
             **env,
         }
         self.timeout_s = timeout_s
@@ -66,8 +68,9 @@ class BentoServer:
         except httpx.HTTPError:
             return False
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-8000:]
+    def log(self, tail: int | None = 8000) -> str:
+        text = self.log_path.read_text(errors="replace")
+        return text if tail is None else text[-tail:]
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

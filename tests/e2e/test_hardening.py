@@ -101,7 +101,7 @@ def test_bad_adapter_sources_are_refused_and_state_kept(secured, path, status, c
 def test_audit_log_has_request_ids_but_no_prompts_or_keys(secured):
     response = chat(secured.url, messages=[{"role": "user", "content": "my secret diary"}])
     request_id = response.headers["x-request-id"]
-    log = secured.log()
+    log = secured.log(tail=None)
     lines = [json.loads(line[line.index("{"):]) for line in log.splitlines()
              if "[crossguard.audit]" in line and request_id in line]
     assert len(lines) == 1

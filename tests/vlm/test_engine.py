@@ -58,12 +58,12 @@ def test_stream_matches_generate(engine):
 
 
 def test_stop_sequence_is_cut_in_generate_and_stream(engine):
-    params = SamplingParams(max_tokens=12, temperature=0.0, stop=("way",))
+    params = SamplingParams(max_tokens=12, temperature=0.0, stop=("help",))
     out = engine.generate(chat("hello"), params, adapter="refuse")
-    assert out.text == " no "
+    assert out.text == " I cannot "
     assert out.finish_reason == "stop"
     stream = engine.stream(chat("hello"), params, adapter="refuse")
-    assert "".join(stream) == " no "
+    assert "".join(stream) == " I cannot "
 
 
 def test_seed_makes_sampling_reproducible(engine):

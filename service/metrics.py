@@ -1,0 +1,112 @@
+"""Every crossguard Prometheus metric, in one place, with small fixed label sets.
+
+Metrics are plain `prometheus_client` objects at module level: under BentoML, which sets
+PROMETHEUS_MULTIPROC_DIR before workers import the service, each worker writes its own files and
+the /metrics endpoint merges them. Counters sum across workers; every gauge declares how to
+merge (`multiprocess_mode`). Traffic is exported as counters (ratios belong in PromQL); probe
+runs publish gauges of their last result. BentoML's own request metrics
+(`bentoml_service_request_*`) are left as they are.
+
+Labels: adapter (an adapter name, or `base`), modality (`text` | `image`), outcome
+(`refused` | `answered`), family (a probe family), status (`success` | `failure`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from prometheus_client import Counter, Gauge
+
+OUTCOMES = ("refused", "answered")
+MODALITIES = ("text", "image")
+RUN_STATUSES = ("success", "failure")
+
+CHAT_RESPONSES = Counter(
+    "crossguard_chat_responses_total",
+    "Chat responses served on live traffic, by adapter, input modality and whether the "
+    "keyword judge saw a refusal.",
+    ["adapter", "modality", "outcome"],
+)
+GENERATED_TOKENS = Counter(
+    "crossguard_generated_tokens_total",
+    "Completion tokens generated for live traffic, by adapter.",
+    ["adapter"],
+)
+PROBE_ASR = Gauge(
+    "crossguard_probe_attack_success_ratio",
+    "Attack success ratio of the last probe run (verdict of the judge panel), by adapter, "
+    "probe family and modality.",
+    ["adapter", "family", "modality"],
+    multiprocess_mode="mostrecent",
+)
+PROBE_RUNS = Counter(
+    "crossguard_probe_runs_total",
+    "Probe runs finished, by status.",
+    ["status"],
+)
+PROBE_LAST_RUN = Gauge(
+    "crossguard_probe_last_run_timestamp_seconds",
+    "Unix time at which the last successful probe run finished (0: none yet).",
+    multiprocess_mode="max",
+)
+ADAPTER_INFO = Gauge(
+    "crossguard_adapter_info",
+    "1 for each adapter loaded (base included), labelled with its base model; 0 once unloaded.",
+    ["adapter", "base_model"],
+    multiprocess_mode="livemax",
+)
+
+
+def declare_adapter(adapter: str, base_model: str) -> None:
+    """Mark an adapter as loaded and create its traffic series at 0, so that rates and the
+    refusal-rate alert see the adapter from its first scrape, before any traffic."""
+    ADAPTER_INFO.labels(adapter, base_model).set(1)
+    GENERATED_TOKENS.labels(adapter)
+    for modality in MODALITIES:
+        for outcome in OUTCOMES:
+            CHAT_RESPONSES.labels(adapter, modality, outcome)
+
+
+def retire_adapter(adapter: str, base_model: str) -> None:
+    """Mark an adapter as unloaded. Series are set to 0, not removed: multiprocess mode keeps
+    per-worker files that a removal would not reach."""
+    ADAPTER_INFO.labels(adapter, base_model).set(0)
+
+
+def record_chat_response(
+    adapter: str,
+    modality: Literal["text", "image"],
+    refused: bool,
+    completion_tokens: int,
+) -> None:
+    """Count one live-traffic response (never call this for probe traffic)."""
+    CHAT_RESPONSES.labels(adapter, modality, OUTCOMES[0] if refused else OUTCOMES[1]).inc()
+    GENERATED_TOKENS.labels(adapter).inc(completion_tokens)
+
+
+def record_probe_report(report) -> None:
+    """Publish a successful probe run: one ASR gauge per cell, the run counter, the timestamp.
+
+    Args:
+        report: a `service.probes.report.Report` (read through `cells()`, whose items have
+            `key` {adapter, family, modality} and `asr`, and `finished_at`). Cells with
+            nothing judged are left out rather than exported as 0.
+    """
+    for cell in report.cells():
+        if cell.asr is not None:
+            key = cell.key
+            PROBE_ASR.labels(key["adapter"], key["family"], key["modality"]).set(cell.asr)
+    PROBE_RUNS.labels("success").inc()
+    PROBE_LAST_RUN.set(report.finished_at or time.time())
+
+
+def record_probe_failure() -> None:
+    """Count a probe run that raised; the last-run timestamp keeps its previous value."""
+    PROBE_RUNS.labels("failure").inc()
+
+
+def declare_probe_runs() -> None:
+    """Create both run-status series at 0, so `increase()` works from the first run on."""
+    for status in RUN_STATUSES:
+        PROBE_RUNS.labels(status)

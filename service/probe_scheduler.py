@@ -1,0 +1,101 @@
+"""Probe runs inside the service: on a schedule and on demand, one at a time, behind user traffic.
+
+A run is the probe runner's iterator driven from a background thread. Before each generation
+the thread waits until no user request is running or queued, so probes only use idle time and
+never add latency beyond the one generation in progress. Probe traffic never touches the
+live-traffic counters; a finished run publishes its gauges and is saved as the latest report
+(a file, so every BentoML worker serves the same one).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+from service.errors import Conflict, NotFound
+from service.settings import ServiceSettings
+
+logger = logging.getLogger("crossguard.probes")
+
+
+class ProbeScheduler:
+    def __init__(self, engine, settings: ServiceSettings):
+        from service.probes.judges import Panel
+        from service.probes.runner import default_judges
+
+        self.engine = engine
+        self.settings = settings
+        self.report_file = settings.home / "probe-reports" / "latest.json"
+        judges = settings.probe_judges or default_judges(engine.base_model_id)
+        self.panel = Panel.of(judges)
+        self._running = threading.Lock()
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        """Run every `probe_interval_s` seconds (first after `probe_initial_delay_s`)."""
+        if self.settings.probe_interval_s <= 0:
+            return
+        threading.Thread(target=self._loop, daemon=True, name="crossguard-probes").start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        delay = self.settings.probe_initial_delay_s
+        while not self._stop.wait(delay):
+            if self._running.acquire(blocking=False):
+                self._run_locked()
+            delay = self.settings.probe_interval_s
+
+    def run_now(self, wait: bool) -> dict | None:
+        """Start a run; with `wait`, block until it ends and return its summary."""
+        if not self._running.acquire(blocking=False):
+            raise Conflict("a probe run is already in progress", code="probe_run_in_progress")
+        if not wait:
+            threading.Thread(target=self._run_locked, daemon=True).start()
+            return None
+        return self._run_locked()
+
+    def _run_locked(self) -> dict | None:
+        from service import metrics
+        from service.probes.runner import ProbeRun
+        from service.vlm.engine import SamplingParams
+
+        try:
+            probe_run = ProbeRun(
+                self.engine, probes=self.settings.probes, judge=self.panel,
+                per_probe=self.settings.probe_per_probe,
+                params=SamplingParams(max_tokens=self.settings.probe_max_tokens, temperature=0.0),
+                cache_dir=self.settings.home / "probe-cache",
+            )
+            logger.info("probe run started: %d generations", probe_run.total)
+            for _ in probe_run:
+                self._yield_to_users()
+            summary = probe_run.report.to_dict(results=False)
+            self._save(summary)
+            metrics.record_probe_report(probe_run.report)
+            logger.info("probe run finished in %.1fs", time.time() - probe_run.report.started_at)
+            return summary
+        except Exception:
+            metrics.record_probe_failure()
+            logger.exception("probe run failed")
+            raise
+        finally:
+            self._running.release()
+
+    def _yield_to_users(self) -> None:
+        while self.engine.admission.admitted > 0 and not self._stop.is_set():
+            time.sleep(0.02)
+
+    def _save(self, summary: dict) -> None:
+        self.report_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.report_file.with_suffix(".tmp")
+        partial.write_text(json.dumps(summary))
+        partial.replace(self.report_file)
+
+    def latest(self) -> dict:
+        if not self.report_file.is_file():
+            raise NotFound("no probe run has finished yet", code="no_probe_report")
+        return json.loads(self.report_file.read_text())

@@ -1,0 +1,224 @@
+"""Probe results and the report built from them: ASR per (adapter, family, modality), per-judge
+ASRs side by side, counts and examples, as JSON (machines, the service) and Markdown (people)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from service.probes.judges import SUCCESS_THRESHOLD
+
+BASE = "base"
+"""The adapter label of the base model (no adapter) in reports and metrics."""
+
+CELL_KEYS = ("adapter", "family", "modality")
+
+
+@dataclass(frozen=True)
+class Result:
+    """One attempt against one adapter, judged.
+
+    Attributes:
+        score: the verdict's score (None: nothing to judge); `decided_by` names its judge.
+        scores: every judge's score by judge name.
+        seconds: time spent generating and judging.
+    """
+
+    adapter: str
+    probe: str
+    family: str
+    modality: str
+    behavior: str
+    category: str
+    prompt: str
+    image_text: str | None
+    response: str
+    score: float | None
+    decided_by: str | None
+    scores: dict[str, float | None]
+    completion_tokens: int
+    seconds: float
+
+    @property
+    def success(self) -> bool | None:
+        return None if self.score is None else self.score >= SUCCESS_THRESHOLD
+
+
+def asr(scores: Sequence[float | None]) -> float | None:
+    """Share of judged scores that count as success; `None` when nothing was judged."""
+    judged = [s for s in scores if s is not None]
+    return sum(s >= SUCCESS_THRESHOLD for s in judged) / len(judged) if judged else None
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Aggregate over the results that share `key` (values of the grouping fields)."""
+
+    key: dict[str, str]
+    attempts: int
+    judged: int
+    successes: int
+    asr: float | None
+    asr_by_judge: dict[str, float | None]
+
+
+@dataclass
+class Report:
+    """Everything one probe run produced.
+
+    Attributes:
+        model: the base model id or path.
+        judges: judge name -> its configuration, in the panel's verdict order.
+        skipped: probes that could not run on this model, with the reason.
+        seconds_by_probe: wall time spent inside the run per probe (building attempts,
+            generating, judging).
+    """
+
+    model: str
+    judges: dict[str, str]
+    started_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    results: list[Result] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    seconds_by_probe: dict[str, float] = field(default_factory=dict)
+
+    def cells(self, by: Sequence[str] = CELL_KEYS) -> list[Cell]:
+        """Aggregates grouped by the Result fields in `by`, in first-seen order."""
+        groups: dict[tuple[str, ...], list[Result]] = {}
+        for r in self.results:
+            groups.setdefault(tuple(getattr(r, k) for k in by), []).append(r)
+        return [
+            Cell(
+                key=dict(zip(by, values, strict=True)),
+                attempts=len(rs),
+                judged=sum(r.score is not None for r in rs),
+                successes=sum(bool(r.success) for r in rs),
+                asr=asr([r.score for r in rs]),
+                asr_by_judge={j: asr([r.scores.get(j) for r in rs]) for j in self.judges},
+            )
+            for values, rs in groups.items()
+        ]
+
+    def examples(self, key: dict[str, str], k: int = 2) -> list[Result]:
+        """Up to `k` successful and `k` failed results of one cell, in run order."""
+        rs = [r for r in self.results if all(getattr(r, f) == v for f, v in key.items())]
+        return [r for r in rs if r.success][:k] + [r for r in rs if r.success is False][:k]
+
+    def to_dict(self, examples: int = 2, results: bool = True) -> dict:
+        """JSON-ready dict: summary cells with examples, and every result when `results`."""
+        return {
+            "model": self.model,
+            "judges": self.judges,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "skipped": self.skipped,
+            "seconds_by_probe": self.seconds_by_probe,
+            "summary": [
+                {**asdict(c), "examples": [asdict(r) for r in self.examples(c.key, examples)]}
+                for c in self.cells()
+            ],
+            "results": [asdict(r) for r in self.results] if results else None,
+        }
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.to_dict(**kwargs), indent=2, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Report:
+        """Rebuild a report written by `to_dict(results=True)`."""
+        if data.get("results") is None:
+            raise ValueError("the report was saved without results; cannot rebuild it")
+        return cls(
+            model=data["model"],
+            judges=dict(data["judges"]),
+            started_at=data["started_at"],
+            finished_at=data.get("finished_at"),
+            results=[Result(**r) for r in data["results"]],
+            skipped=dict(data.get("skipped", {})),
+            seconds_by_probe=dict(data.get("seconds_by_probe", {})),
+        )
+
+    def to_markdown(self, examples: int = 1) -> str:
+        """A page for people: per-adapter overview, the full table, then examples per cell."""
+        judges = list(self.judges)
+        lines = [
+            f"# Probe report: {self.model}",
+            "",
+            f"Started {_when(self.started_at)}, took {self.duration:.1f} s; "
+            f"{len(self.results)} attempts. Verdict: the first judge with a score, in the order "
+            + ", ".join(f"`{j}` ({d})" if d != j else f"`{j}`" for j, d in self.judges.items())
+            + ". ASR = successful / judged attempts.",
+            "",
+            "## By adapter and modality",
+            "",
+            *_table(self.cells(("adapter", "modality")), ("adapter", "modality"), judges),
+            "",
+            "## By adapter, family and modality",
+            "",
+            *_table(self.cells(), CELL_KEYS, judges),
+        ]
+        if self.skipped:
+            lines += ["", "## Skipped probes", ""]
+            lines += [f"- `{name}`: {why}" for name, why in self.skipped.items()]
+        lines += ["", "## Examples", ""]
+        for cell in self.cells():
+            lines.append(f"### {' / '.join(cell.key.values())}")
+            for r in self.examples(cell.key, examples):
+                lines += [
+                    "",
+                    f"- **{'success' if r.success else 'failure'}** "
+                    f"(decided by `{r.decided_by}`, {_scores(r.scores)}); "
+                    f"`{r.probe}` on *{r.behavior}* ({r.category})",
+                    f"  - prompt: {_quote(r.prompt)}",
+                    *([f"  - image carries: {_quote(r.image_text)}"] if r.image_text else []),
+                    f"  - response: {_quote(r.response)}",
+                ]
+            lines.append("")
+        return "\n".join(lines)
+
+    @property
+    def duration(self) -> float:
+        return (self.finished_at or time.time()) - self.started_at
+
+    def save(self, out: str | Path) -> tuple[Path, Path]:
+        """Write `report.json` and `report.md` into the folder `out`; returns both paths."""
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        json_path, md_path = folder / "report.json", folder / "report.md"
+        json_path.write_text(self.to_json() + "\n", encoding="utf-8")
+        md_path.write_text(self.to_markdown(), encoding="utf-8")
+        return json_path, md_path
+
+
+def _table(cells: list[Cell], keys: Sequence[str], judges: list[str]) -> list[str]:
+    header = [*keys, "attempts", "ASR", *(f"ASR `{j}`" for j in judges)]
+    rows = [
+        [*c.key.values(), str(c.attempts), _pct(c.asr), *(_pct(c.asr_by_judge[j]) for j in judges)]
+        for c in cells
+    ]
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.0f} %"
+
+
+def _scores(scores: dict[str, float | None]) -> str:
+    return ", ".join(f"{j} {'-' if s is None else f'{s:.2f}'}" for j, s in scores.items())
+
+
+def _quote(text: str, limit: int = 240) -> str:
+    flat = " ".join(text.split())
+    flat = flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    return "`" + flat.replace("`", "'") + "`"
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))

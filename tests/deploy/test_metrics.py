@@ -1,0 +1,129 @@
+"""service.metrics: final names and labels, what each helper records, and correct merging
+across BentoML worker processes (PROMETHEUS_MULTIPROC_DIR)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from types import SimpleNamespace
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Summary
+
+from service import metrics
+from tests.deploy.promtool import ROOT
+
+FINAL = {
+    "crossguard_chat_responses_total": ("counter", ("adapter", "modality", "outcome")),
+    "crossguard_generated_tokens_total": ("counter", ("adapter",)),
+    "crossguard_probe_attack_success_ratio": ("gauge", ("adapter", "family", "modality")),
+    "crossguard_probe_runs_total": ("counter", ("status",)),
+    "crossguard_probe_last_run_timestamp_seconds": ("gauge", ()),
+    "crossguard_adapter_info": ("gauge", ("adapter", "base_model")),
+}
+METRICS = [metrics.CHAT_RESPONSES, metrics.GENERATED_TOKENS, metrics.PROBE_ASR,
+           metrics.PROBE_RUNS, metrics.PROBE_LAST_RUN, metrics.ADAPTER_INFO]
+
+
+def exported_names() -> set[str]:
+    """Sample names Prometheus sees for every crossguard metric."""
+    return {m._name + ("_total" if m._type == "counter" else "") for m in METRICS}
+
+
+def test_names_types_and_labels_are_final():
+    assert {
+        m._name + ("_total" if m._type == "counter" else ""): (m._type, tuple(m._labelnames))
+        for m in METRICS
+    } == FINAL
+    module_metrics = [v for v in vars(metrics).values()
+                      if isinstance(v, (Counter, Gauge, Histogram, Summary))]
+    assert len(module_metrics) == len(METRICS)
+
+
+def test_gauges_declare_how_workers_merge():
+    assert metrics.PROBE_ASR._multiprocess_mode == "mostrecent"
+    assert metrics.PROBE_LAST_RUN._multiprocess_mode == "max"
+    assert metrics.ADAPTER_INFO._multiprocess_mode == "livemax"
+
+
+def value(name: str, **labels) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_record_chat_response_counts_outcome_and_tokens():
+    labels = dict(adapter="t-chat", modality="image")
+    metrics.declare_adapter("t-chat", "demo")
+    assert REGISTRY.get_sample_value(
+        "crossguard_chat_responses_total", {**labels, "outcome": "refused"}) == 0.0
+    metrics.record_chat_response("t-chat", "image", refused=True, completion_tokens=7)
+    metrics.record_chat_response("t-chat", "image", refused=False, completion_tokens=5)
+    assert value("crossguard_chat_responses_total", **labels, outcome="refused") == 1
+    assert value("crossguard_chat_responses_total", **labels, outcome="answered") == 1
+    assert value("crossguard_generated_tokens_total", adapter="t-chat") == 12
+    assert value("crossguard_adapter_info", adapter="t-chat", base_model="demo") == 1
+    metrics.retire_adapter("t-chat", "demo")
+    assert value("crossguard_adapter_info", adapter="t-chat", base_model="demo") == 0
+
+
+def test_record_probe_report_publishes_gauges_counter_and_time():
+    cells = [
+        SimpleNamespace(key={"adapter": "t-probe", "family": "figstep", "modality": "image"},
+                        asr=0.25),
+        SimpleNamespace(key={"adapter": "t-probe", "family": "direct", "modality": "text"},
+                        asr=None),
+    ]
+    metrics.declare_probe_runs()
+    runs = value("crossguard_probe_runs_total", status="success")
+    metrics.record_probe_report(SimpleNamespace(cells=lambda: cells, finished_at=1234.0))
+    asr = "crossguard_probe_attack_success_ratio"
+    assert value(asr, adapter="t-probe", family="figstep", modality="image") == 0.25
+    assert REGISTRY.get_sample_value(
+        asr, {"adapter": "t-probe", "family": "direct", "modality": "text"}) is None
+    assert value("crossguard_probe_runs_total", status="success") == runs + 1
+    assert value("crossguard_probe_last_run_timestamp_seconds") == 1234.0
+    failures = value("crossguard_probe_runs_total", status="failure")
+    metrics.record_probe_failure()
+    assert value("crossguard_probe_runs_total", status="failure") == failures + 1
+    assert value("crossguard_probe_last_run_timestamp_seconds") == 1234.0
+
+
+WORKER = textwrap.dedent("""
+    import sys
+    from types import SimpleNamespace
+    from service import metrics
+    worker, asr, stamp = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+    metrics.declare_adapter("unlearned", "demo")
+    metrics.record_chat_response("unlearned", "text", refused=True, completion_tokens=10)
+    cell = SimpleNamespace(key={"adapter": "unlearned", "family": "figstep",
+                                "modality": "image"}, asr=asr)
+    metrics.record_probe_report(SimpleNamespace(cells=lambda: [cell], finished_at=stamp))
+""")
+COLLECT = textwrap.dedent("""
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    print(generate_latest(registry).decode())
+""")
+
+
+def test_metrics_merge_across_worker_processes(tmp_path):
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+
+    def python(code: str, *args: str) -> str:
+        out = subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    python(WORKER, "a", "0.5", "2000")
+    python(WORKER, "b", "0.25", "1000")
+    exposition = python(COLLECT)
+    lines = set(exposition.splitlines())
+    assert ('crossguard_chat_responses_total{adapter="unlearned",modality="text",'
+            'outcome="refused"} 2.0') in lines
+    assert 'crossguard_generated_tokens_total{adapter="unlearned"} 20.0' in lines
+    assert 'crossguard_probe_runs_total{status="success"} 2.0' in lines
+    assert ('crossguard_probe_attack_success_ratio{adapter="unlearned",family="figstep",'
+            'modality="image"} 0.25') in lines, "mostrecent: the run that finished last"
+    assert "crossguard_probe_last_run_timestamp_seconds 2000.0" in lines

@@ -1,0 +1,74 @@
+import threading
+import time
+
+import pytest
+
+from service.errors import Conflict, NotFound
+from service.probe_scheduler import ProbeScheduler
+from service.settings import ServiceSettings
+from service.vlm.engine import SamplingParams
+from service.vlm.messages import Message
+
+
+def scheduler(engine, tmp_path, **overrides) -> ProbeScheduler:
+    options = {"probe_per_probe": 1, "probe_max_tokens": 48,
+               "probes": ["direct", "roleplay", "figstep"], **overrides}
+    settings = ServiceSettings(home=tmp_path, **options)
+    return ProbeScheduler(engine, settings)
+
+
+def test_run_now_saves_the_latest_report(engine, tmp_path):
+    probes = scheduler(engine, tmp_path)
+    with pytest.raises(NotFound):
+        probes.latest()
+    summary = probes.run_now(wait=True)
+    assert probes.latest() == summary
+    assert {c["key"]["adapter"] for c in summary["summary"]} == {"base", "refuse"}
+
+
+def test_one_run_at_a_time(engine, tmp_path):
+    probes = scheduler(engine, tmp_path, probe_max_tokens=200)
+    assert probes.run_now(wait=False) is None
+    with pytest.raises(Conflict, match="already in progress"):
+        probes.run_now(wait=True)
+    deadline = time.monotonic() + 120
+    while probes._running.locked():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert probes.latest()["finished_at"] is not None
+
+
+def test_user_requests_go_first(engine, tmp_path):
+    """While a user request holds the slot, the probe run makes no progress."""
+    probes = scheduler(engine, tmp_path)
+    release, started = threading.Event(), threading.Event()
+
+    def user_request():
+        with engine.admission.slot():
+            started.set()
+            release.wait(10)
+        engine.generate([Message.of("user", "hi")], SamplingParams(max_tokens=4))
+
+    user = threading.Thread(target=user_request)
+    user.start()
+    started.wait(5)
+    runner = threading.Thread(target=probes.run_now, args=(True,))
+    runner.start()
+    time.sleep(0.5)
+    assert not probes.report_file.exists()
+    release.set()
+    user.join(10)
+    runner.join(120)
+    assert probes.latest()["finished_at"] is not None
+
+
+def test_schedule_runs_by_itself(engine, tmp_path):
+    probes = scheduler(engine, tmp_path, probe_interval_s=3600, probe_initial_delay_s=0.1)
+    probes.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not probes.report_file.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        probes.stop()
