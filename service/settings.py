@@ -155,26 +155,17 @@ class ServiceSettings(BaseSettings):
             parsed[name.strip()] = path.strip()
         return parsed
 
-    @field_validator("remote_image_domains", mode="before")
+    @field_validator("remote_image_domains", "probes", "probe_judges", "api_keys", mode="before")
     @classmethod
-    def _parse_domains(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [item.strip().lower() for item in value.split(",") if item.strip()]
-        return value
-
-    @field_validator("probes", "probe_judges", mode="before")
-    @classmethod
-    def _parse_list(cls, value: object) -> object:
+    def _comma_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("remote_image_domains")
     @classmethod
-    def _parse_keys(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
+    def _lowercase_hosts(cls, hosts: list[str]) -> list[str]:
+        return [host.lower() for host in hosts]
 
     @field_validator("admin_token")
     @classmethod
