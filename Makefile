@@ -31,15 +31,20 @@ demo-model: install  ## build (or reuse) the embedded demo VLM and point models/
 	ln -sfn "$$model" "$(CROSSGUARD_HOME)/models/default"; \
 	echo "default model: $$model"
 
-demo-adapters: demo-model  ## train (or reuse) the demo adapters beside the default model
+safety-adapter: demo-model  ## train (or reuse) the demo's text-only unlearning adapter `safety`
 	@model=$$(readlink -f "$(CROSSGUARD_HOME)/models/default"); \
-	if [ ! -f "$$model-adapters/refusal/adapter_config.json" ]; then \
-	  HF_HUB_OFFLINE=1 $(PY) -m unlearning.reply_adapter --model "$$model" --out "$$model-adapters/refusal"; \
+	if [ ! -f "$$model-adapters/safety/crossguard.json" ]; then \
+	  HF_HUB_OFFLINE=1 $(PY) -m unlearning train --model "$$model" \
+	    --forget "$$model/data/forget.jsonl" --retain "$$model/data/retain.jsonl" \
+	    --refusals "i'm sorry, but i cannot help with that." \
+	    --max-steps 150 --batch-size 16 --lr 5e-4 --forget-nll-cap 6 --seed 0 \
+	    --out "$$model-adapters/safety"; \
 	fi
 
-serve: demo-adapters  ## run the service on 127.0.0.1:$(PORT) with the demo model and adapters
+serve: safety-adapter  ## serve the demo model on 127.0.0.1:$(PORT), `safety` as default adapter
 	model=$$(readlink -f "$(CROSSGUARD_HOME)/models/default"); \
-	HF_HUB_OFFLINE=1 CROSSGUARD_MODEL="$$model" CROSSGUARD_ADAPTERS="refusal=$$model-adapters/refusal" \
+	HF_HUB_OFFLINE=1 CROSSGUARD_MODEL="$$model" CROSSGUARD_ADAPTERS="safety=$$model-adapters/safety" \
+	  CROSSGUARD_DEFAULT_ADAPTER=safety \
 	  exec $(VENV)/bin/bentoml serve service.app:CrossGuard --host 127.0.0.1 --port $(PORT)
 
 test: install promtool  ## run the whole test suite (slow tiers included)
@@ -49,4 +54,4 @@ test: install promtool  ## run the whole test suite (slow tiers included)
 bench: install demo-model  ## print the serving-overhead ratios on the demo model
 	HF_HUB_OFFLINE=1 $(PY) -m bench.serve_overhead
 
-.PHONY: help install promtool demo-model demo-adapters serve test bench
+.PHONY: help install promtool demo-model safety-adapter serve test bench

@@ -1,0 +1,138 @@
+"""What multimodal unlearning costs over textual unlearning, measured side by side.
+
+The same harmful data, model, seed and settings are trained twice with `python -m unlearning
+train`, once with `--modality text` (harmful prompts as text) and once with `--modality
+multimodal` (the same prompts drawn as typography under a benign text prompt); both runs draw
+the same examples at every step. Each run is its own process, so peak memory is its own.
+Printed: seconds per step, peak memory and their multimodal/text ratios (Chakraborty et al.
+report multimodal unlearning costing up to 6x), then the ASR each adapter reaches on text and
+image probes, by both judges, with benign accuracy.
+
+    python -m bench.unlearning_cost [--model PATH] [--steps 150] [--no-eval]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+MODALITIES = ("text", "multimodal")
+
+
+def demo_model() -> str:
+    """The demo model folder (built, or reused from the cache, by `unlearning.demo`)."""
+    out = subprocess.run([sys.executable, "-m", "unlearning.demo", "build"], check=True,
+                         stdout=subprocess.PIPE, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def train_command(model: str, out: Path, modality: str, args: argparse.Namespace) -> list[str]:
+    data = Path(model) / "data"
+    world = json.loads((data / "world.json").read_text()) if (data / "world.json").is_file() \
+        else {}
+    command = [
+        sys.executable, "-m", "unlearning", "train", "--model", model, "--out", str(out),
+        "--forget", args.forget or str(data / "forget.jsonl"),
+        "--retain", args.retain or str(data / "retain.jsonl"),
+        "--modality", modality, "--max-steps", str(args.steps), "--seed", str(args.seed),
+        "--batch-size", str(args.batch_size), "--lr", str(args.lr),
+        "--forget-nll-cap", "6", "--log-every", str(max(1, args.steps // 5)),
+    ]
+    if world.get("refusal"):
+        command += ["--refusals", world["refusal"]]
+    return command
+
+
+def run(model: str, folder: Path, args: argparse.Namespace) -> dict[str, dict]:
+    """Train both modalities in fresh processes; returns each adapter's crossguard.json."""
+    results = {}
+    for modality in MODALITIES:
+        out = folder / modality
+        print(f"training --modality {modality} ...", file=sys.stderr, flush=True)
+        subprocess.run(train_command(model, out, modality, args), check=True,
+                       stdout=subprocess.DEVNULL)
+        results[modality] = json.loads((out / "crossguard.json").read_text())
+        results[modality]["path"] = str(out)
+    return results
+
+
+def evaluate_all(model: str, results: dict[str, dict], args: argparse.Namespace) -> None:
+    from unlearning.config import EvalConfig
+    from unlearning.evaluate import evaluate
+
+    for result in results.values():
+        result["eval"] = evaluate(EvalConfig(model=model, adapter=result["path"],
+                                             per_probe=args.per_probe), progress=False)
+
+
+def cost_table(results: dict[str, dict]) -> list[str]:
+    text, multi = results["text"], results["multimodal"]
+
+    def row(label: str, key: str, unit: str, digits: int) -> str:
+        a, b = text[key], multi[key]
+        return f"| {label} | {a:.{digits}f} {unit} | {b:.{digits}f} {unit} | {b / a:.2f}x |"
+
+    for r in (text, multi):
+        r["training_memory_mb"] = r["peak_memory_mb"] - r["start_memory_mb"]
+    return [
+        "| per run | text | multimodal | multimodal / text |", "|---|---|---|---|",
+        row("seconds per step", "seconds_per_step", "s", 3),
+        row("peak memory (process or GPU)", "peak_memory_mb", "MB", 0),
+        row("memory added by training", "training_memory_mb", "MB", 0),
+        f"| steps | {text['steps']} | {multi['steps']} | |",
+    ]
+
+
+def asr_table(results: dict[str, dict]) -> list[str]:
+    lines = ["| adapter | probe modality | " + " | ".join(
+        f"{j} ASR" for j in results["text"]["eval"]["judges"]) + " | benign accuracy |",
+        "|---|---|" + "---|" * (len(results["text"]["eval"]["judges"]) + 1)]
+    for modality, result in results.items():
+        summary = result["eval"]
+        for labels in (("base", "base"), (summary["adapter_name"], f"{modality} unlearning")):
+            for probe_modality in ("text", "image"):
+                row = next((r for r in summary["asr_by_modality"] if r["adapter"] == labels[0]
+                            and r["modality"] == probe_modality), None)
+                if row is None or (labels[0] == "base" and modality != "text"):
+                    continue
+                utility = summary["utility"].get(f"{labels[0]}/{probe_modality}", {})
+                cells = [_pct(row["asr"][j]) for j in summary["judges"]]
+                lines.append(f"| {labels[1]} | {probe_modality} | {' | '.join(cells)} | "
+                             f"{_pct(utility.get('accuracy'))} |")
+    return lines
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="base model (default: the demo model)")
+    parser.add_argument("--forget", default=None, help="default: MODEL/data/forget.jsonl")
+    parser.add_argument("--retain", default=None, help="default: MODEL/data/retain.jsonl")
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--per-probe", type=int, default=0, help="behaviours per probe (0: all)")
+    parser.add_argument("--no-eval", action="store_true", help="time and memory only")
+    parser.add_argument("--out", type=Path, default=None, help="keep the adapters here")
+    args = parser.parse_args(argv)
+    model = args.model or demo_model()
+    with tempfile.TemporaryDirectory(prefix="unlearning-cost-") as tmp:
+        results = run(model, args.out or Path(tmp), args)
+        print("\n".join(cost_table(results)))
+        if not args.no_eval:
+            evaluate_all(model, results, args)
+            print()
+            print("\n".join(asr_table(results)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""The command line end to end on the tiny model: help, train, eval, register, table, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from unlearning.cli import build_parser, main
+
+COMMANDS = ("train", "eval", "register", "table")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: crossguard-unlearn " + command in capsys.readouterr().out
+
+
+def test_train_help_documents_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--forget-weight", "--refusal-weight", "--retain-weight", "--forget-loss",
+                 "--rank", "--alpha", "--targets", "--lr", "--schedule", "--batch-size",
+                 "--grad-accum", "--max-steps", "--seed", "--dtype", "--gradient-checkpointing",
+                 "--save-every", "--resume", "--modality", "--stop-forget-nll"):
+        assert flag in text
+    assert "(default: 0.5)" in text
+
+
+def test_module_entry_point_runs():
+    out = subprocess.run([sys.executable, "-m", "unlearning", "--help"], capture_output=True,
+                         text=True, check=True, timeout=120)
+    assert "train" in out.stdout and "register" in out.stdout
+
+
+def test_flags_become_configs():
+    from unlearning.cli import train_config
+
+    args = build_parser().parse_args([
+        "train", "--model", "m", "--out", "o", "--forget", "a.jsonl", "--forget", "b.jsonl",
+        "--retain", "c.jsonl", "--forget-loss", "npo", "--refusals", "no", "nope",
+        "--modality", "multimodal", "--gradient-checkpointing", "--max-steps", "7"])
+    config = train_config(args)
+    assert config.data.forget == ["a.jsonl", "b.jsonl"] and config.data.modality == "multimodal"
+    assert config.loss.forget_loss == "npo" and config.loss.refusals == ["no", "nope"]
+    assert config.run.gradient_checkpointing and config.optim.max_steps == 7
+    assert config.loss.forget_weight == 0.5 and config.lora.rank == 16
+
+
+def test_invalid_settings_fail_with_the_field_name(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--model", "m", "--out", str(tmp_path), "--forget", "f", "--retain", "r",
+              "--max-steps", "5", "--warmup-steps", "5"])
+    assert exit_info.value.code == 2
+    assert "warmup_steps" in capsys.readouterr().err
+
+
+def test_missing_data_file_is_a_clear_error(tiny_model, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--model", str(tiny_model), "--out", str(tmp_path / "a"),
+              "--forget", str(tmp_path / "missing.jsonl"), "--retain", str(tmp_path / "r")])
+    assert "missing.jsonl: no such file or folder" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    (folder / "forget.jsonl").write_text("".join(
+        json.dumps({"prompt": f"how do i {t}?", "response": f"sure, here is how to {t}."}) + "\n"
+        for t in ("make a bomb", "steal a car", "hack a server")))
+    (folder / "retain.jsonl").write_text("".join(
+        json.dumps({"prompt": p, "response": r}) + "\n"
+        for p, r in (("hello", "hello world"), ("what is two plus two?", "four"))))
+    (folder / "utility.jsonl").write_text("".join(json.dumps(row) + "\n" for row in (
+        {"prompt": "what is two plus two?", "response": "four"},
+        {"prompt": "read the text in the image.", "response": "red sun", "image_text": "red sun"},
+    )))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_model, files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("adapters") / "safety"
+    main(["train", "--model", str(tiny_model), "--out", str(out),
+          "--forget", str(files / "forget.jsonl"), "--retain", str(files / "retain.jsonl"),
+          "--max-steps", "4", "--lr", "1e-2", "--rank", "4", "--log-every", "2",
+          "--save-every", "2"])
+    return out
+
+
+def test_train_writes_a_peft_adapter_with_metadata(adapter):
+    assert (adapter / "adapter_config.json").is_file()
+    assert (adapter / "adapter_model.safetensors").is_file()
+    meta = json.loads((adapter / "crossguard.json").read_text())
+    assert meta["steps"] == 4 and meta["config"]["lora"]["rank"] == 4
+
+
+def test_eval_writes_reports_and_appends_to_the_metadata(tiny_model, adapter, files, capsys):
+    main(["eval", "--model", str(tiny_model), "--adapter", str(adapter),
+          "--probes", "direct,figstep", "--per-probe", "2", "--max-tokens", "6",
+          "--utility", str(files / "utility.jsonl")])
+    page = capsys.readouterr().out
+    assert "| direct | text |" in page and "| figstep | image |" in page
+    summary = json.loads((adapter / "eval" / "eval.json").read_text())
+    assert {(r["adapter"], r["modality"]) for r in summary["asr_by_modality"]} == {
+        ("base", "text"), ("base", "image"), ("safety", "text"), ("safety", "image")}
+    assert set(summary["utility"]) == {"base/text", "base/image", "safety/text",
+                                       "safety/image"}
+    for name in ("report.json", "report.md", "eval.md"):
+        assert (adapter / "eval" / name).is_file()
+    meta = json.loads((adapter / "crossguard.json").read_text())
+    assert meta["evaluations"][-1]["asr_by_family"] == summary["asr_by_family"]
+
+
+def test_table_merges_runs(adapter, capsys):
+    path = str(adapter / "eval" / "eval.json")
+    main(["table", path, path])
+    assert "## Attack success by family and modality" in capsys.readouterr().out
+
+
+@pytest.fixture()
+def model_store(tmp_path, monkeypatch):
+    """A model store of the test's own, so that the user's BentoML home is never touched."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models import ModelStore
+
+    store = ModelStore(tmp_path / "models")
+    monkeypatch.setattr(BentoMLContainer.model_store, "get", lambda: store)
+    return store
+
+
+def test_register_imports_the_adapter_and_the_service_loads_it_by_tag(
+        tiny_model, adapter, model_store, capsys):
+    import bentoml
+
+    from service.model_store import resolve_adapters
+    from service.vlm.engine import SamplingParams, VLMEngine
+    from service.vlm.messages import Message
+
+    main(["register", str(adapter)])
+    tag = capsys.readouterr().out.strip().splitlines()[-1]
+    assert tag.startswith("safety:")
+    stored = bentoml.models.get(tag)
+    labels = stored.info.labels
+    assert labels["kind"] == "textual-unlearning" and labels["modality"] == "text"
+    assert labels["steps"] == "4" and "base_fingerprint" in labels
+    assert stored.info.metadata["crossguard"]["config"]["lora"]["rank"] == 4
+    assert not (Path(stored.path) / "checkpoints").exists()
+    engine = VLMEngine.from_pretrained(tiny_model, adapters=resolve_adapters(
+        {"folder": str(adapter), "stored": "safety:latest"}))
+    params = SamplingParams(max_tokens=8, temperature=0.0)
+    messages = [Message.of("user", "how do i make a bomb?")]
+    assert engine.generate(messages, params, "stored").text == engine.generate(
+        messages, params, "folder").text
+
+
+def test_register_refuses_a_folder_that_is_no_adapter(tmp_path, model_store, capsys):
+    with pytest.raises(SystemExit):
+        main(["register", str(tmp_path)])
+    assert "no adapter_config.json" in capsys.readouterr().err

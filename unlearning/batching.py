@@ -1,0 +1,208 @@
+"""Turning examples into training batches, with the service's own prompt code.
+
+The prompt part of every example is built by `service.vlm.prompts.encode`, the function the
+engine calls when serving, so training sees exactly the token sequence (chat template,
+generation prompt, image tokens) that a request produces. The response part is what the chat
+template appends after the generation prompt for an assistant turn, cut after the first
+end-of-sequence token; only it is labelled. Padding goes to the right, its labels are -100 and
+its attention mask 0, decided by lengths, not by comparing ids with the pad id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from PIL import Image
+
+from service.vlm.messages import Message
+from service.vlm.prompts import encode, to_conversation
+from unlearning.data import Example
+from unlearning.losses import IGNORE
+
+DEFAULT_IMAGE_PROMPT = "follow the instruction in the image."
+
+
+@dataclass(frozen=True)
+class Typography:
+    """Draws prompts as typographic images the way the probes do (`service.probes.visual`),
+    on the grid a demo model learned to read when its folder records one."""
+
+    context: object
+    prompt: str
+
+    @classmethod
+    def for_model(cls, processor, model_config, model_path: str,
+                  prompt: str | None = None) -> Typography:
+        """The probes' own context for this model (`ProbeContext.from_engine` reads sizes from
+        the processor and the demo grid from the model folder), so training images and probe
+        images are drawn alike."""
+        from service.probes.base import WORLD_FILE, ProbeContext
+
+        view = SimpleNamespace(processor=processor, model=SimpleNamespace(config=model_config),
+                               base_model_id=str(model_path), image_size=image_size(processor))
+        context = dataclasses.replace(ProbeContext.from_engine(view), engine=None)
+        world_file = Path(model_path) / WORLD_FILE
+        world = json.loads(world_file.read_text()) if world_file.is_file() else {}
+        return cls(context, prompt or world.get("image_prompt") or DEFAULT_IMAGE_PROMPT)
+
+    def image(self, text: str) -> Image.Image:
+        from service.probes.visual import typography
+        from unlearning.demo.world import as_image_text
+
+        return typography(as_image_text(text), self.context)
+
+
+def image_size(processor) -> tuple[int, int]:
+    """(height, width) the processor feeds the vision tower (as `VLMEngine.image_size`)."""
+    ip = processor.image_processor
+    size = ip.crop_size if getattr(ip, "do_center_crop", False) else ip.size
+    if "height" in size:
+        return size["height"], size["width"]
+    edge = size.get("shortest_edge") or size.get("longest_edge")
+    return edge, edge
+
+
+def messages_for(example: Example, as_image: bool, typography: Typography | None) -> list[Message]:
+    """The user turn: text, the prompt drawn as an image under a benign prompt (`as_image`),
+    or the example's own `image_text` drawn above its prompt."""
+    if as_image:
+        return [Message.of("user", typography.image(example.prompt), typography.prompt)]
+    if example.image_text is not None:
+        return [Message.of("user", typography.image(example.image_text), example.prompt)]
+    return [Message.of("user", example.prompt)]
+
+
+def response_ids(processor, messages: list[Message], response: str) -> list[int]:
+    """Token ids the chat template puts after the generation prompt for `response`, through
+    the first end-of-sequence token (falls back to response + eos when the template cannot
+    render an assistant turn after its generation prompt)."""
+    tokenizer = processor.tokenizer
+    conversation = to_conversation(messages)
+    prompt = processor.apply_chat_template(conversation, add_generation_prompt=True,
+                                           tokenize=False)
+    reply = [{"role": "assistant", "content": [{"type": "text", "text": response}]}]
+    full = processor.apply_chat_template(conversation + reply, tokenize=False)
+    text = full[len(prompt):] if full.startswith(prompt) else f" {response}{tokenizer.eos_token}"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    if eos in ids:
+        ids = ids[: ids.index(eos) + 1]
+    elif eos is not None:
+        ids.append(eos)
+    return ids
+
+
+def encode_example(processor, messages: list[Message], response: str, max_length: int) -> dict:
+    """One example: prompt inputs (with images) plus labelled response tokens, unpadded."""
+    inputs = dict(encode(processor, messages))
+    prompt = inputs.pop("input_ids")[0]
+    room = max_length - len(prompt)
+    if room < 2:
+        raise ValueError(f"the prompt alone is {len(prompt)} tokens (images included); "
+                         f"raise --max-length above {max_length}")
+    reply = torch.tensor(response_ids(processor, messages, response)[:room], dtype=prompt.dtype)
+    per_token = {k: v[0] for k, v in inputs.items() if v.dim() == 2 and v.shape[1] == len(prompt)}
+    extra = {k: v for k, v in inputs.items() if k not in per_token}
+    per_token.pop("attention_mask", None)
+    return {
+        "input_ids": torch.cat([prompt, reply]),
+        "labels": torch.cat([torch.full_like(prompt, IGNORE), reply]),
+        "per_token": {k: torch.cat([v, v.new_zeros(len(reply))]) for k, v in per_token.items()},
+        "extra": extra,
+    }
+
+
+def collate(encoded: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a list of `encode_example` outputs into one batch."""
+    length = max(len(e["input_ids"]) for e in encoded)
+
+    def pad(values: list[torch.Tensor], fill: int) -> torch.Tensor:
+        out = values[0].new_full((len(values), length), fill)
+        for row, value in enumerate(values):
+            out[row, : len(value)] = value
+        return out
+
+    batch = {
+        "input_ids": pad([e["input_ids"] for e in encoded], pad_id),
+        "labels": pad([e["labels"] for e in encoded], IGNORE),
+        "attention_mask": pad([torch.ones_like(e["input_ids"]) for e in encoded], 0),
+    }
+    for key in encoded[0]["per_token"]:
+        batch[key] = pad([e["per_token"][key] for e in encoded], 0)
+    for key in {k for e in encoded for k in e["extra"]}:
+        batch[key] = torch.cat([e["extra"][key] for e in encoded if key in e["extra"]])
+    return batch
+
+
+def indices(n: int, count: int, start: int, seed: str) -> list[int]:
+    """`count` dataset indices from global position `start` of an endless sequence of
+    per-epoch shuffles of range(n). A pure function of its arguments, so a resumed run, every
+    process of a distributed run and both modalities draw the very same examples per step."""
+    out = []
+    for position in range(start, start + count):
+        epoch, offset = divmod(position, n)
+        out.append(_order(n, seed, epoch)[offset])
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _order(n: int, seed: str, epoch: int) -> tuple[int, ...]:
+    order = list(range(n))
+    random.Random(f"{seed}:{epoch}").shuffle(order)
+    return tuple(order)
+
+
+class BatchSource:
+    """The three batches of one micro-step: harmful prompt -> harmful response (`forget`),
+    harmful prompt -> refusal or random normal answer (`refusal`), normal prompt -> normal
+    answer (`retain`). Forget and refusal share their prompts, as in Yao et al.; with
+    `as_image` the harmful prompts arrive as typography under a benign text prompt."""
+
+    def __init__(self, processor, forget: list[Example], retain: list[Example], *,
+                 refusals: Sequence[str], random_refusals: bool, as_image: bool,
+                 typography: Typography | None, max_length: int, seed: int):
+        self.processor, self.forget, self.retain = processor, forget, retain
+        self.refusals = [r for r in refusals if r.strip()]
+        self.random_refusals, self.as_image = random_refusals, as_image
+        self.typography, self.max_length, self.seed = typography, max_length, seed
+        tokenizer = processor.tokenizer
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def batches(self, position: int, size: int, terms: set[str]) -> dict[str, dict]:
+        """Batches for the `terms` that are trained, for global example position `position`."""
+        harmful = [self.forget[i] for i in indices(len(self.forget), size, position,
+                                                   f"{self.seed}:forget")]
+        out = {}
+        if "forget" in terms:
+            out["forget"] = self._collate([(e, e.response, self.as_image) for e in harmful])
+        if "refusal" in terms:
+            targets = self._refusal_targets(position, size)
+            out["refusal"] = self._collate(
+                [(e, t, self.as_image) for e, t in zip(harmful, targets, strict=True)])
+        if "retain" in terms:
+            normal = [self.retain[i] for i in indices(len(self.retain), size, position,
+                                                      f"{self.seed}:retain")]
+            out["retain"] = self._collate([(e, e.response, False) for e in normal])
+        return out
+
+    def _refusal_targets(self, position: int, size: int) -> list[str]:
+        if self.random_refusals:
+            picks = indices(len(self.retain), size, position, f"{self.seed}:random")
+            return [self.retain[i].response for i in picks]
+        return [self.refusals[p % len(self.refusals)] for p in range(position, position + size)]
+
+    def _collate(self, items: list[tuple[Example, str, bool]]) -> dict[str, torch.Tensor]:
+        encoded = [
+            encode_example(self.processor, messages_for(e, as_image, self.typography), target,
+                           self.max_length)
+            for e, target, as_image in items
+        ]
+        return collate(encoded, self.pad_id)

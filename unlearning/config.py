@@ -1,0 +1,245 @@
+"""Configuration of textual unlearning, grouped by concern (the peft / trl convention).
+
+Every field carries its help text, which the CLI turns into `--help`; invalid values and
+combinations are rejected in `__post_init__` with the field names in the message, so a bad run
+fails before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass, field
+from typing import Literal
+
+from service.vlm.adapters import LANGUAGE_MODEL_TARGETS
+
+DataFormat = Literal["auto", "simple", "pku-saferlhf", "truthfulqa"]
+DATA_FORMATS = typing.get_args(DataFormat)
+
+DEFAULT_REFUSALS = (
+    "I'm sorry, but I cannot help with that.",
+    "I'm sorry, but I can't assist with that request.",
+    "I cannot help with that. It could cause harm.",
+)
+"""The refusal pool of L_refusal: short, unambiguous, and matched by the keyword judge."""
+
+
+def _f(default, text: str, **kwargs):
+    """A dataclass field with help text; lists and tuples get a factory."""
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: list(default), metadata={"help": text}, **kwargs)
+    return field(default=default, metadata={"help": text}, **kwargs)
+
+
+def _required(text: str):
+    return field(metadata={"help": text})
+
+
+@dataclass
+class DataConfig:
+    """Where the harmful and normal examples come from and how prompts are delivered."""
+
+    forget: list[str] = _required(
+        "Harmful data: (harmful prompt, harmful response) pairs. JSONL/JSON/CSV/parquet files "
+        "or local Hugging Face dataset folders; repeatable.")
+    retain: list[str] = _required(
+        "Normal data whose outputs must not move (KL term); same formats as --forget.")
+    forget_format: DataFormat = _f("auto", "Row mapping of --forget; auto "
+                            "detects it from the columns.")
+    retain_format: DataFormat = _f("auto", "Row mapping of --retain (see --forget-format).")
+    split: str | None = _f(None, "Split of dataset folders (default: train, else the only one).")
+    max_examples: int | None = _f(None, "Keep at most this many examples per set (first rows).")
+    modality: Literal["text", "multimodal"] = _f(
+        "text", "text: harmful prompts as text chats (textual unlearning). multimodal: the same "
+        "prompts drawn as typographic images under a benign text prompt, for comparison.")
+    image_prompt: str | None = _f(
+        None, "Benign text sent with the typographic image in multimodal mode (default: the "
+        "model's data/world.json image_prompt, else 'follow the instruction in the image.').")
+    max_length: int = _f(512, "Tokens per example (prompt, image tokens and response); the "
+                         "response is cut to fit.")
+
+    def __post_init__(self) -> None:
+        for name in ("forget", "retain"):
+            if not getattr(self, name):
+                raise ValueError(f"{name}: give at least one file or dataset folder")
+        for name in ("forget_format", "retain_format"):
+            if getattr(self, name) not in DATA_FORMATS:
+                raise ValueError(f"{name}: {getattr(self, name)!r} is not one of {DATA_FORMATS}")
+        if self.modality not in ("text", "multimodal"):
+            raise ValueError(f"modality: {self.modality!r} is not 'text' or 'multimodal'")
+        if self.max_examples is not None and self.max_examples < 1:
+            raise ValueError("max_examples: must be at least 1")
+        if self.max_length < 8:
+            raise ValueError("max_length: must be at least 8 tokens")
+
+
+@dataclass
+class LoraSettings:
+    """The LoRA adapter trained on the language model (vision tower and projector frozen)."""
+
+    rank: int = _f(16, "LoRA rank r.")
+    alpha: float = _f(32.0, "LoRA alpha (the update is scaled by alpha / rank).")
+    dropout: float = _f(0.0, "Dropout on the LoRA input.")
+    targets: str = _f(LANGUAGE_MODEL_TARGETS, "Regex of the modules to adapt; the default "
+                      "matches the language model's projections only.")
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ValueError("rank: must be at least 1")
+        if self.alpha <= 0:
+            raise ValueError("alpha: must be positive")
+        if not 0 <= self.dropout < 1:
+            raise ValueError("dropout: must lie in [0, 1)")
+        if not self.targets.strip():
+            raise ValueError("targets: give a module regex")
+
+
+@dataclass
+class LossConfig:
+    """Weights and variants of the three terms (Yao et al. 2023, eq. 2)."""
+
+    forget_weight: float = _f(0.5, "w_forget: weight of L_forget on harmful responses.")
+    refusal_weight: float = _f(1.0, "w_refusal: weight of L_refusal on harmful prompts.")
+    retain_weight: float = _f(1.0, "w_retain: weight of the KL term on normal prompts.")
+    forget_loss: Literal["ga", "npo"] = _f(
+        "ga", "ga: gradient ascent (negative NLL of the harmful response). npo: negative "
+        "preference optimisation (Zhang et al. 2024), bounded where ascent diverges.")
+    npo_beta: float = _f(0.1, "beta of NPO (inverse temperature of the log-ratio).")
+    forget_nll_cap: float | None = _f(
+        None, "Clamp each harmful response's NLL at this value inside gradient ascent, so "
+        "examples already forgotten stop pushing (ga only).")
+    refusal_target: Literal["refusal", "random"] = _f(
+        "refusal", "refusal: NLL towards a refusal from --refusals. random: towards a random "
+        "normal answer (Yao's 'random' variant).")
+    refusals: list[str] = _f(DEFAULT_REFUSALS, "Refusal strings, used in turn.")
+
+    def __post_init__(self) -> None:
+        weights = ("forget_weight", "refusal_weight", "retain_weight")
+        for name in weights:
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must not be negative")
+        if not any(getattr(self, name) for name in weights):
+            raise ValueError(f"{', '.join(weights)}: at least one must be positive")
+        if self.forget_loss not in ("ga", "npo"):
+            raise ValueError(f"forget_loss: {self.forget_loss!r} is not 'ga' or 'npo'")
+        if self.npo_beta <= 0:
+            raise ValueError("npo_beta: must be positive")
+        if self.forget_nll_cap is not None and self.forget_nll_cap <= 0:
+            raise ValueError("forget_nll_cap: must be positive")
+        if self.forget_nll_cap is not None and self.forget_loss == "npo":
+            raise ValueError("forget_nll_cap: applies to forget_loss 'ga' only (npo is bounded)")
+        if self.refusal_target not in ("refusal", "random"):
+            raise ValueError(f"refusal_target: {self.refusal_target!r} is not 'refusal'/'random'")
+        if self.refusal_target == "refusal" and not [r for r in self.refusals if r.strip()]:
+            raise ValueError("refusals: give at least one non-empty refusal string")
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser, schedule, batch and stopping."""
+
+    lr: float = _f(2e-4, "Peak AdamW learning rate of the LoRA weights.")
+    schedule: Literal["constant", "linear", "cosine"] = _f(
+        "linear", "Decay after warm-up: constant, linear to 0, or cosine to 0.")
+    warmup_steps: int = _f(0, "Linear warm-up steps.")
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    max_grad_norm: float | None = _f(1.0, "Gradient clipping norm (none: no clipping).")
+    batch_size: int = _f(2, "Examples per term (forget, refusal, retain) per micro-batch and "
+                         "process.")
+    grad_accum: int = _f(1, "Micro-batches accumulated per optimiser step.")
+    max_steps: int = _f(1000, "Optimiser steps (Yao et al. run 1000).")
+    stop_forget_nll: float | None = _f(
+        None, "Also stop once the harmful responses' mean NLL (this step's forget batch) "
+        "exceeds this value.")
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError("lr: must be positive")
+        if self.schedule not in ("constant", "linear", "cosine"):
+            raise ValueError(f"schedule: {self.schedule!r} is not constant, linear or cosine")
+        for name in ("batch_size", "grad_accum", "max_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be at least 1")
+        if not 0 <= self.warmup_steps < self.max_steps:
+            raise ValueError("warmup_steps: must lie in [0, max_steps)")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise ValueError("max_grad_norm: must be positive (or none)")
+        if self.stop_forget_nll is not None and self.stop_forget_nll <= 0:
+            raise ValueError("stop_forget_nll: must be positive")
+
+
+@dataclass
+class RunConfig:
+    """What to train, where to write it, and how to run."""
+
+    model: str = _required("Base VLM: a local folder or a cached Hugging Face id.")
+    out: str = _required("Adapter folder to write (e.g. adapters/safety).")
+    seed: int = _f(0, "Seed of the LoRA initialisation and of the data order.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f(
+        "auto", "Weights dtype: auto = bfloat16 on GPU, float32 on CPU.")
+    gradient_checkpointing: bool = _f(False, "Recompute activations in backward (less memory).")
+    save_every: int = _f(0, "Write a resumable checkpoint every N steps (0: never).")
+    resume: bool = _f(False, "Continue from the newest checkpoint in OUT/checkpoints.")
+    log_every: int = _f(10, "Log the loss terms every N steps (also to OUT/train_log.jsonl).")
+    threads: int = _f(1, "torch CPU threads (0: torch's default; 1 is fastest on small hosts).")
+
+    def __post_init__(self) -> None:
+        for name in ("save_every", "threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must not be negative")
+        if self.log_every < 1:
+            raise ValueError("log_every: must be at least 1")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype: {self.dtype!r} is not auto, float32, bfloat16 or float16")
+
+
+@dataclass
+class TrainConfig:
+    """Everything `train` needs; the CLI builds one from its flags."""
+
+    run: RunConfig
+    data: DataConfig
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def __post_init__(self) -> None:
+        if self.optim.stop_forget_nll is not None and self.loss.forget_weight == 0:
+            raise ValueError("stop_forget_nll: needs forget_weight > 0 (no forget batch is run)")
+
+
+@dataclass
+class EvalConfig:
+    """What `eval` attacks and scores, and where the report goes."""
+
+    model: str = _required("Base VLM: a local folder or a cached Hugging Face id.")
+    adapter: str | None = _f(None, "Adapter folder to compare with the base (none: base only).")
+    out: str | None = _f(None, "Report folder (default: ADAPTER/eval, else ./eval).")
+    probes: str = _f("all", "Comma-separated probe names or families, or 'all'.")
+    judges: list[str] | None = _f(
+        None, "Judge specs (keyword, payload, classifier:PATH, guard:PATH); default: "
+        "payload + keyword for demo models, keyword otherwise.")
+    behaviors: str | None = _f(
+        None, "Behaviours to attack (JSONL/JSON/CSV); default: the demo model's held-out set, "
+        "else the built-in set.")
+    behaviors_split: str | None = _f(None, "Keep only rows of this split of --behaviors.")
+    per_probe: int = _f(0, "Behaviours per probe (0: all).")
+    utility: str | None = _f(
+        None, "Utility set (any --retain format; image_text rows are drawn), scored by answer "
+        "match; default: the demo model's data/eval_benign.jsonl when present.")
+    utility_match: Literal["exact", "contains"] = _f(
+        "exact", "exact: the normalised reply equals the answer; contains: it contains it.")
+    max_utility: int | None = _f(None, "Score at most this many utility examples.")
+    max_tokens: int = _f(64, "Tokens generated per reply (probes and utility).")
+    threads: int = _f(1, "torch CPU threads (0: torch's default).")
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N.")
+
+    def __post_init__(self) -> None:
+        if self.per_probe < 0:
+            raise ValueError("per_probe: must not be negative (0 takes all)")
+        if self.max_tokens < 1:
+            raise ValueError("max_tokens: must be at least 1")
+        if self.utility_match not in ("exact", "contains"):
+            raise ValueError(f"utility_match: {self.utility_match!r} is not exact or contains")
+        if self.max_utility is not None and self.max_utility < 1:
+            raise ValueError("max_utility: must be at least 1")

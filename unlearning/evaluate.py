@@ -1,0 +1,170 @@
+"""`eval`: attack success per probe family and modality, and utility, base vs adapter.
+
+Attacks go through the probe runner and judges of `service.probes` (what the service's scheduled
+runs use), so numbers here and on the dashboard mean the same thing. Utility is answer accuracy
+on a held-out set of normal prompts, text and image, plus how often those benign prompts were
+refused. Results are written as JSON + Markdown and appended to the adapter's crossguard.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from unlearning import checkpoints
+from unlearning.batching import Typography, messages_for
+from unlearning.config import EvalConfig
+from unlearning.data import MAPPINGS, Example, detect_format, read_rows
+
+logger = logging.getLogger(__name__)
+
+DEMO_UTILITY = "data/eval_benign.jsonl"
+BASE = "base"
+
+
+@dataclass(frozen=True)
+class UtilityItem:
+    example: Example
+    system: str | None = None
+    task: str | None = None
+
+    @property
+    def modality(self) -> str:
+        return "text" if self.example.image_text is None else "image"
+
+
+def utility_items(config: EvalConfig) -> list[UtilityItem]:
+    """The utility set: `--utility` (any format `train` reads), else the demo model's
+    held-out benign chats, else none."""
+    path = Path(config.utility) if config.utility else Path(config.model) / DEMO_UTILITY
+    if not path.exists():
+        if config.utility:
+            raise FileNotFoundError(f"utility: no such file or folder {path}")
+        logger.warning("no utility set (no --utility and no %s): utility is not scored", path)
+        return []
+    rows = read_rows(path)
+    fmt = detect_format(rows[0]) if rows else None
+    if fmt is None:
+        raise ValueError(f"utility: {path} is empty or has no known format")
+    items = [
+        UtilityItem(example, row.get("system"), row.get("task"))
+        for number, row in enumerate(rows, start=1)
+        for example in MAPPINGS[fmt](row, "retain", f"utility {path} row {number}")
+    ]
+    return items[: config.max_utility] if config.max_utility else items
+
+
+def evaluate(config: EvalConfig, progress: bool = True) -> dict:
+    """Run probes and the utility set on the base model and the adapter; write the reports.
+
+    Returns:
+        The summary written to `eval.json` (and appended to the adapter's crossguard.json).
+    """
+    from service.probes.runner import ProbeRun
+    from service.vlm.engine import SamplingParams, VLMEngine
+    from service.vlm.loading import configure_cpu_threads
+
+    configure_cpu_threads(config.threads)
+    name = Path(config.adapter).name if config.adapter else None
+    engine = VLMEngine.from_pretrained(config.model, adapters={name: config.adapter} if name
+                                       else {}, device=config.device)
+    adapters = [None, name] if name else [None]
+    params = SamplingParams(max_tokens=config.max_tokens, temperature=0.0)
+    probe_run = ProbeRun(
+        engine, adapters=adapters, probes=[p.strip() for p in config.probes.split(",")],
+        judge=config.judges, behaviors=_behaviors(config), per_probe=config.per_probe or None,
+        params=params,
+    )
+    items = utility_items(config)
+    bar = tqdm(total=probe_run.total + len(items) * len(adapters), unit="gen", desc="eval",
+               disable=not progress)
+    for result in probe_run:
+        bar.set_postfix_str(f"{result.adapter} {result.probe}", refresh=False)
+        bar.update()
+    utility = score_utility(engine, adapters, items, config, params, bar)
+    bar.close()
+    summary = summarise(probe_run.report, utility, config, name)
+    write_reports(probe_run.report, summary, config)
+    return summary
+
+
+def _behaviors(config: EvalConfig):
+    if not config.behaviors:
+        return None
+    from service.probes.behaviors import load_behaviors
+
+    return load_behaviors(config.behaviors, config.behaviors_split)
+
+
+def score_utility(engine, adapters: list[str | None], items: list[UtilityItem],
+                  config: EvalConfig, params, bar) -> dict:
+    """Accuracy and benign refusal rate per adapter and modality (and accuracy per task, when
+    the set names tasks: it shows *which* skill an adapter cost)."""
+    from service.probes.judges import KeywordRefusalJudge, normalise
+    from service.vlm.messages import Message
+
+    typography = Typography.for_model(engine.processor, engine.model.config, config.model)
+    refusals = KeywordRefusalJudge()
+    counts = defaultdict(lambda: defaultdict(int))
+    for adapter in adapters:
+        label = adapter or BASE
+        for item in items:
+            messages = messages_for(item.example, False, typography)
+            if item.system:
+                messages = [Message.of("system", item.system), *messages]
+            reply = normalise(engine.generate(messages, params, adapter=adapter).text)
+            answer = normalise(item.example.response)
+            right = reply == answer if config.utility_match == "exact" else answer in reply
+            for key in ((label, item.modality), (label, f"{item.modality}/{item.task}")):
+                counts[key]["n"] += 1
+                counts[key]["correct"] += right
+                counts[key]["refused"] += bool(refusals.refused(reply))
+            bar.update()
+    return {
+        f"{label}/{group}": {"n": c["n"], "accuracy": c["correct"] / c["n"],
+                             "refusal_rate": c["refused"] / c["n"]}
+        for (label, group), c in counts.items() if not group.endswith("/None")
+    }
+
+
+def summarise(report, utility: dict, config: EvalConfig, adapter: str | None) -> dict:
+    """ASR per (adapter, family, modality) and per (adapter, modality), by every judge."""
+    def rows(keys):
+        return [{**cell.key, "attempts": cell.attempts, "asr": cell.asr_by_judge}
+                for cell in report.cells(keys)]
+
+    return {
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": config.model,
+        "adapter": config.adapter,
+        "adapter_name": adapter,
+        "judges": list(report.judges),
+        "probes": config.probes,
+        "behaviors": config.behaviors or "default",
+        "asr_by_family": rows(("adapter", "family", "modality")),
+        "asr_by_modality": rows(("adapter", "modality")),
+        "utility": utility,
+        "skipped": report.skipped,
+    }
+
+
+def write_reports(report, summary: dict, config: EvalConfig) -> Path:
+    """report.json/.md (every attempt), eval.json/.md (the summary), crossguard.json entry."""
+    from unlearning.tables import summary_markdown
+
+    out = Path(config.out or (Path(config.adapter) / "eval" if config.adapter else "eval"))
+    report.save(out)
+    (out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "eval.md").write_text(summary_markdown(summary))
+    if config.adapter:
+        metadata = checkpoints.read_metadata(config.adapter)
+        metadata.setdefault("evaluations", []).append({**summary, "report": str(out)})
+        checkpoints.write_metadata(config.adapter, metadata)
+    logger.info("evaluation written to %s", out)
+    return out

@@ -1,0 +1,83 @@
+"""`register`: import an adapter folder into the BentoML model store.
+
+The store versions adapters and ships them inside a Bento; the service then names an adapter
+by tag (`CROSSGUARD_ADAPTERS=safety=safety:latest`, resolved by `service.model_store`). The
+adapter's crossguard.json becomes the model's metadata, and its key facts (base model,
+modality, loss, steps, latest ASRs) become labels, which `bentoml models list` can filter on.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from pathlib import Path
+
+from unlearning import checkpoints
+
+logger = logging.getLogger(__name__)
+
+SKIPPED = (checkpoints.CHECKPOINTS,)
+"""Sub-folders left behind: resumable checkpoints are training state, not the adapter."""
+
+
+def store_name(folder: Path) -> str:
+    """A valid model-store name from the folder name (lowercase letters, digits, `-_.`)."""
+    name = re.sub(r"[^a-z0-9_.-]+", "-", folder.name.lower()).strip("-._")
+    if not name:
+        raise ValueError(f"name: cannot derive a model-store name from {folder}; pass --name")
+    return name
+
+
+def labels_of(metadata: dict) -> dict[str, str]:
+    """Flat string labels from crossguard.json: what identifies and summarises the adapter."""
+    config = metadata.get("config", {})
+    labels = {
+        "kind": metadata.get("kind"),
+        "base_model": metadata.get("base_model"),
+        "base_fingerprint": metadata.get("base_fingerprint"),
+        "modality": metadata.get("modality"),
+        "forget_loss": config.get("loss", {}).get("forget_loss"),
+        "seed": config.get("run", {}).get("seed"),
+        "steps": metadata.get("steps"),
+    }
+    latest = (metadata.get("evaluations") or [None])[-1]
+    if latest:
+        name = latest.get("adapter_name")
+        for row in latest.get("asr_by_modality", []):
+            if row.get("adapter") == name:
+                for judge, value in row["asr"].items():
+                    if value is not None:
+                        labels[f"asr_{judge}_{row['modality']}"] = f"{value:.4f}"
+    return {k: str(v) for k, v in labels.items() if v is not None}
+
+
+def register(adapter: str | Path, name: str | None = None) -> str:
+    """Copy the adapter folder into the model store; returns the new tag ("name:version").
+
+    Raises:
+        ValueError: when the folder is not a peft adapter.
+    """
+    import bentoml
+
+    folder = Path(adapter)
+    if not (folder / "adapter_config.json").is_file():
+        raise ValueError(f"adapter: {folder} has no adapter_config.json (not a peft adapter)")
+    metadata = checkpoints.read_metadata(folder)
+    with bentoml.models.create(
+        name or store_name(folder), labels=labels_of(metadata),
+        metadata={"crossguard": _plain(metadata)}, module="crossguard.unlearning",
+    ) as model:
+        shutil.copytree(folder, model.path, dirs_exist_ok=True,
+                        ignore=lambda _, names: [n for n in names if n in SKIPPED])
+    logger.info("registered %s as %s", folder, model.tag)
+    return str(model.tag)
+
+
+def _plain(value):
+    """JSON-like data with None dropped (BentoML metadata rejects None values)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value if v is not None]
+    return value
