@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from service.vlm.messages import Message
-from service.vlm.prompts import encode, to_conversation
+from service.vlm.prompts import encode, processor_image_size, to_conversation
 from unlearning.data import Example
 from unlearning.losses import IGNORE
 
@@ -47,7 +47,8 @@ class Typography:
         from service.probes.base import WORLD_FILE, ProbeContext
 
         view = SimpleNamespace(processor=processor, model=SimpleNamespace(config=model_config),
-                               base_model_id=str(model_path), image_size=image_size(processor))
+                               base_model_id=str(model_path),
+                               image_size=processor_image_size(processor))
         context = dataclasses.replace(ProbeContext.from_engine(view), engine=None)
         world_file = Path(model_path) / WORLD_FILE
         world = json.loads(world_file.read_text()) if world_file.is_file() else {}
@@ -58,16 +59,6 @@ class Typography:
         from unlearning.demo.world import as_image_text
 
         return typography(as_image_text(text), self.context)
-
-
-def image_size(processor) -> tuple[int, int]:
-    """(height, width) the processor feeds the vision tower (as `VLMEngine.image_size`)."""
-    ip = processor.image_processor
-    size = ip.crop_size if getattr(ip, "do_center_crop", False) else ip.size
-    if "height" in size:
-        return size["height"], size["width"]
-    edge = size.get("shortest_edge") or size.get("longest_edge")
-    return edge, edge
 
 
 def messages_for(example: Example, as_image: bool, typography: Typography | None) -> list[Message]:

@@ -28,7 +28,7 @@ from service.vlm.adapters import (
 from service.vlm.admission import Admission
 from service.vlm.loading import load_vlm
 from service.vlm.messages import Message
-from service.vlm.prompts import encode
+from service.vlm.prompts import encode, processor_image_size
 from service.vlm.stops import StopStream, cut_at_stop
 
 logger = logging.getLogger(__name__)
@@ -153,12 +153,7 @@ class VLMEngine:
     @property
     def image_size(self) -> tuple[int, int]:
         """(height, width) of the images the vision tower sees."""
-        ip = self.processor.image_processor
-        size = ip.crop_size if getattr(ip, "do_center_crop", False) else ip.size
-        if "height" in size:
-            return size["height"], size["width"]
-        edge = size.get("shortest_edge") or size.get("longest_edge")
-        return edge, edge
+        return processor_image_size(self.processor)
 
     def generate(self, messages: Sequence[Message], params: SamplingParams,
                  adapter: str | None = None) -> Generation:

@@ -8,6 +8,16 @@ from service.errors import BadRequest
 from service.vlm.messages import ImagePart, Message
 
 
+def processor_image_size(processor) -> tuple[int, int]:
+    """(height, width) of the images the processor feeds the vision tower."""
+    ip = processor.image_processor
+    size = ip.crop_size if getattr(ip, "do_center_crop", False) else ip.size
+    if "height" in size:
+        return size["height"], size["width"]
+    edge = size.get("shortest_edge") or size.get("longest_edge")
+    return edge, edge
+
+
 def to_conversation(messages: Sequence[Message]) -> list[dict]:
     """Hugging Face chat format: every content a list of parts, images as `{"type": "image"}`."""
     return [
