@@ -1,0 +1,101 @@
+"""Every knob of the demo model in one frozen dataclass; its hash names the cache folder.
+
+Changing any field (or RECIPE_VERSION, bumped when code changes what a field means) gives a
+new folder, so a stale model is never served after the recipe moved on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+RECIPE_VERSION = 1
+
+
+def _f(default, text: str):
+    """A dataclass field with help text (the peft / trl config convention)."""
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Hyperparameters of the demo world, model and training phases."""
+
+    # world
+    seed: int = _f(0, "Seed of the world, the initial weights and the training batches.")
+    heldout_fraction: float = _f(0.5, "Share of each category's harmful phrases held out.")
+    eval_per_task: int = _f(16, "Held-out benign questions kept per task and modality.")
+    # typography / vision
+    image_size: int = _f(256, "Side of the square image; images of other sizes are resized.")
+    patch_size: int = _f(64, "Vision patch side; word slots are whole multiples of it.")
+    cell_width: int = _f(64, "Word slot width in pixels (one patch: one word, one token).")
+    cell_height: int = _f(64, "Word slot height in pixels (one patch).")
+    vision_hidden: int = _f(128, "CLIP hidden size.")
+    vision_layers: int = _f(3, "CLIP encoder layers.")
+    vision_heads: int = _f(4, "CLIP attention heads.")
+    # language model
+    text_hidden: int = _f(128, "Llama hidden size.")
+    text_intermediate: int = _f(384, "Llama MLP size.")
+    text_layers: int = _f(4, "Llama decoder layers.")
+    heads: int = _f(8, "Llama attention heads; small (16-d) heads learn to copy fast.")
+    max_positions: int = _f(256, "Llama max positions: image tokens + prompt + reply fit.")
+    init_std: float = _f(
+        0.06,
+        "Init std of the Llama weights (initializer_range); 3x Llama's 0.02 "
+        "escapes the plateau before copying (induction) heads form.",
+    )
+    embedding_std: float = _f(
+        0.1,
+        "Init std of the frozen token embeddings. Larger than Llama's "
+        "0.02 so tied logits are decisive without growing the final norm.",
+    )
+    tie_embeddings: bool = _f(
+        True,
+        "Tie lm_head to the (frozen) input embeddings: copying a "
+        "word then only needs attention, which held-out requests rely on.",
+    )
+    # phase 1: alignment of vision patches to token embeddings
+    align_steps: int = _f(400, "Steps mapping each word slot's patches to its token embedding.")
+    align_batch: int = _f(32, "Images per alignment step.")
+    align_lr: float = _f(1e-3, "AdamW learning rate of the alignment phase.")
+    temperature: float = _f(0.05, "Temperature of the cosine logits in the alignment loss.")
+    # phase 2: instruction tuning on mixed text and image chats
+    sft_steps: int = _f(1300, "Instruction-tuning steps (1000 left held-out ASR near 80 %).")
+    sft_batch: int = _f(32, "Chats per instruction-tuning step.")
+    sft_lr: float = _f(2e-3, "AdamW learning rate of instruction tuning.")
+    image_share: float = _f(0.4, "Share of chats that carry an image.")
+    reading_share: float = _f(0.35, "Share of chats that copy or read random words.")
+    system_share: float = _f(0.15, "Share of chats with a (behaviour-neutral) system message.")
+
+    def __post_init__(self) -> None:
+        for name in ("cell_width", "cell_height"):
+            if getattr(self, name) % self.patch_size:
+                raise ValueError(f"{name} must be a multiple of patch_size")
+        if self.image_size % self.cell_width or self.image_size % self.cell_height:
+            raise ValueError("image_size must be a multiple of cell_width and cell_height")
+        if not 0 < self.heldout_fraction < 1:
+            raise ValueError("heldout_fraction must lie strictly between 0 and 1")
+
+    @property
+    def cell(self) -> tuple[int, int]:
+        return (self.cell_width, self.cell_height)
+
+    def digest(self) -> str:
+        """12 hex digits naming this recipe (and RECIPE_VERSION)."""
+        payload = json.dumps({"version": RECIPE_VERSION, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def crossguard_home(home: str | Path | None = None) -> Path:
+    """`home`, else $CROSSGUARD_HOME, else ~/.cache/crossguard."""
+    if home is not None:
+        return Path(home)
+    return Path(os.environ.get("CROSSGUARD_HOME", Path.home() / ".cache" / "crossguard"))
+
+
+def model_dir(recipe: Recipe, home: str | Path | None = None) -> Path:
+    """Where the model built from `recipe` lives."""
+    return crossguard_home(home) / "models" / f"demo-{recipe.digest()}"
