@@ -110,5 +110,5 @@ def test_the_required_families_are_registered():
         "direct": "text", "roleplay": "text", "prefix_injection": "text",
         "refusal_suppression": "text", "hypothetical": "text",
         "figstep": "image", "mmsafety": "image", "split_payload": "image",
-        "adversarial_image": "image",
+        "adversarial_image": "image", "typographic": "image",
     }
