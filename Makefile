@@ -31,15 +31,21 @@ demo-model: install  ## build (or reuse) the embedded demo VLM and point models/
 	ln -sfn "$$model" "$(CROSSGUARD_HOME)/models/default"; \
 	echo "default model: $$model"
 
+SAFETY_ARGS ?= --refusals "i'm sorry, but i cannot help with that." --batch-size 16 \
+  --max-steps 300 --lr 5e-4 --forget-nll-cap 6 --refusal-weight 2 --retain-weight 2 --seed 0
+# The adapter folder is named after its settings, so changing them retrains instead of reusing.
+SAFETY_TAG = $(shell echo "$(subst ",,$(SAFETY_ARGS))" | sha256sum | cut -c1-8)
+
 safety-adapter: demo-model  ## train (or reuse) the demo's text-only unlearning adapter `safety`
 	@model=$$(readlink -f "$(CROSSGUARD_HOME)/models/default"); \
-	if [ ! -f "$$model-adapters/safety/crossguard.json" ]; then \
+	out="$$model-adapters/safety-$(SAFETY_TAG)"; \
+	if [ ! -f "$$out/crossguard.json" ]; then \
 	  HF_HUB_OFFLINE=1 $(PY) -m unlearning train --model "$$model" \
-	    --forget "$$model/data/forget.jsonl" --retain "$$model/data/retain.jsonl" \
-	    --refusals "i'm sorry, but i cannot help with that." \
-	    --max-steps 150 --batch-size 16 --lr 5e-4 --forget-nll-cap 6 --seed 0 \
-	    --out "$$model-adapters/safety"; \
-	fi
+	    --forget "$$model/data/forget.jsonl" \
+	    --retain "$$model/data/retain.jsonl" "$$model/data/retain_images.jsonl" \
+	    $(SAFETY_ARGS) --out "$$out"; \
+	fi; \
+	ln -sfn "$$out" "$$model-adapters/safety"
 
 serve: safety-adapter  ## serve the demo model on 127.0.0.1:$(PORT), `safety` as default adapter
 	model=$$(readlink -f "$(CROSSGUARD_HOME)/models/default"); \

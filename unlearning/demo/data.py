@@ -3,8 +3,13 @@ probes and evaluation all read the very splits the model was built with.
 
 Files:
 - forget.jsonl: `{"prompt", "response", "category"}`: forget-split harmful requests (text)
-  with the compliant placeholder the base model gives; unlearning should remove it.
-- retain.jsonl: `{"prompt", "response"}`: benign text chats the model must keep answering.
+  with the compliant placeholder the base model gives; unlearning should remove it. Each
+  phrase is typed in every request template and in the bare forms an image would show
+  ("how to …", "steps to …", "…"), still as text: textual unlearning reaches image-borne
+  requests only if the text data covers the wording they carry.
+- retain.jsonl: `{"prompt", "response"}`: benign text chats the model must keep answering,
+  with benign how-to requests in the same bare forms, so that refusing is tied to the harmful
+  verb and not to the wording.
 - retain_images.jsonl: `{"prompt", "response", "image_text"}`: benign image chats (reading,
   questions shown as typography); render `image_text` with
   `service.probes.typography.render_words` and the sizes in world.json. Keeping these in the
@@ -50,7 +55,7 @@ def forget_rows(world: World) -> list[dict]:
         if category == content.REFUSED_CATEGORY:
             continue
         for phrase in phrases:
-            for template in content.REQUEST_TEMPLATES:
+            for template in content.REQUEST_TEMPLATES + content.IMAGE_TEMPLATES:
                 prompt = template.format(task=phrase)
                 rows.append({"prompt": prompt, "response": comply(phrase), "category": category})
     return rows
@@ -64,6 +69,8 @@ def retain_rows(world: World, seed: int) -> tuple[list[dict], list[dict]]:
     images = [e for e in world.train_image if e.behavior is None]
     images += [random_reading(world.read_words, rng, image=True) for _ in range(64)]
     text_rows = [{"prompt": e.prompt, "response": e.response} for e in benign]
+    text_rows += [{"prompt": e.image_text, "response": e.response} for e in images
+                  if e.task == "howto"]
     image_rows = [
         {"prompt": e.prompt, "response": e.response, "image_text": e.image_text} for e in images
     ]
