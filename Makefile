@@ -31,8 +31,8 @@ demo-model: install  ## build (or reuse) the embedded demo VLM and point models/
 	ln -sfn "$$model" "$(CROSSGUARD_HOME)/models/default"; \
 	echo "default model: $$model"
 
-SAFETY_ARGS ?= --refusals "i'm sorry, but i cannot help with that." --batch-size 16 \
-  --max-steps 300 --lr 5e-4 --forget-nll-cap 6 --refusal-weight 2 --retain-weight 2 --seed 0
+SAFETY_ARGS ?= --refusals "i'm sorry, but i cannot help with that." \
+  --max-steps 150 --batch-size 16 --lr 5e-4 --forget-nll-cap 6 --seed 0
 # The adapter folder is named after its settings, so changing them retrains instead of reusing.
 SAFETY_TAG = $(shell echo "$(subst ",,$(SAFETY_ARGS))" | sha256sum | cut -c1-8)
 
@@ -41,8 +41,7 @@ safety-adapter: demo-model  ## train (or reuse) the demo's text-only unlearning 
 	out="$$model-adapters/safety-$(SAFETY_TAG)"; \
 	if [ ! -f "$$out/crossguard.json" ]; then \
 	  HF_HUB_OFFLINE=1 $(PY) -m unlearning train --model "$$model" \
-	    --forget "$$model/data/forget.jsonl" \
-	    --retain "$$model/data/retain.jsonl" "$$model/data/retain_images.jsonl" \
+	    --forget "$$model/data/forget.jsonl" --retain "$$model/data/retain.jsonl" \
 	    $(SAFETY_ARGS) --out "$$out"; \
 	fi; \
 	ln -sfn "$$out" "$$model-adapters/safety"
