@@ -159,3 +159,13 @@ def test_flood_gets_429_with_retry_after_and_nothing_is_lost(tiny_model, tmp_pat
         assert all(r.json()["usage"]["completion_tokens"] == 400
                    for r in responses if r.status_code == 200)
         assert chat(server.url, token=None).status_code == 200
+
+
+def test_generation_time_limit_ends_long_generations(tiny_model, tmp_path):
+    env = {"CROSSGUARD_MODEL": str(tiny_model), "CROSSGUARD_GENERATION_TIMEOUT_S": "0.05"}
+    with BentoServer(env, tmp_path) as server:
+        response = chat(server.url, token=None, max_tokens=480, min_tokens=480)
+        assert response.status_code == 200
+        body = response.json()
+        assert body["choices"][0]["finish_reason"] == "length"
+        assert body["usage"]["completion_tokens"] < 480
