@@ -31,7 +31,7 @@ from service.schemas import (
     Usage,
 )
 from service.settings import ServiceSettings
-from service.streaming import sse_events
+from service.streaming import relay, sse_events
 from service.vlm.messages import modality
 
 logger = logging.getLogger("crossguard")
@@ -39,15 +39,17 @@ audit = logging.getLogger("crossguard.audit")
 
 
 def configure_logging(level: str) -> None:
-    """Give the `crossguard` loggers a handler: BentoML configures only its own loggers."""
-    root = logging.getLogger("crossguard")
-    root.setLevel(level)
-    if not root.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] [%(name)s] "
-                                               "%(message)s"))
-        root.addHandler(handler)
-        root.propagate = False
+    """Give our loggers (`crossguard.*` and the `service.*` modules) a handler: BentoML
+    configures only its own."""
+    for name in ("crossguard", "service"):
+        root = logging.getLogger(name)
+        root.setLevel(level)
+        if not root.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] [%(name)s] "
+                                                   "%(message)s"))
+            root.addHandler(handler)
+            root.propagate = False
 
 
 class Runtime:
@@ -130,7 +132,8 @@ class Runtime:
             events = sse_events(stream, served_as, usage, request_id,
                                 on_finish=lambda done: self._observe(request_id, adapter, kind,
                                                                      done))
-            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+            return StreamingResponse(relay(events, stream), media_type="text/event-stream",
+                                     headers=headers)
         out = self.engine.generate(messages, params, adapter)
         self._observe(request_id, adapter, kind, out)
         response = ChatCompletionResponse(

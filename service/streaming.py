@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+
+from starlette.concurrency import iterate_in_threadpool
 
 from service.errors import CrossguardError
 from service.schemas import ChatCompletionChunk, ChunkChoice, DeltaMessage, Usage
@@ -59,3 +61,14 @@ def sse_events(stream: Stream, model: str, include_usage: bool, completion_id: s
         )
         yield _frame(ChatCompletionChunk(**base, choices=[], usage=usage))
     yield "data: [DONE]\n\n"
+
+
+async def relay(events: Iterator[str], stream: Stream) -> AsyncIterator[str]:
+    """Serve `events` from a worker thread; if the client disconnects (the response task is
+    cancelled), stop the generation at once instead of when the abandoned generator is
+    garbage-collected."""
+    try:
+        async for event in iterate_in_threadpool(events):
+            yield event
+    finally:
+        stream.cancel()

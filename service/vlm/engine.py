@@ -281,6 +281,10 @@ class Stream:
         )
         self._thread.start()
 
+    def cancel(self) -> None:
+        """Stop generating at the next token (the client went away)."""
+        self._halt.set()
+
     def _work(self, inputs, adapter: str | None, started: float) -> None:
         """Runs in its own thread, which owns the generation slot taken by `engine.stream`."""
         try:
@@ -290,6 +294,9 @@ class Stream:
                     stopping_criteria=StoppingCriteriaList([_Halt(self._halt)]),
                 )
             self._new_tokens = output[0, self.prompt_tokens:]
+            if self._halt.is_set():
+                logger.info("generation halted after %d tokens (stop sequence or client gone)",
+                            len(self._new_tokens))
         except BaseException as exc:  # re-raised in the consumer's thread
             self._error = exc
             self._streamer.end()
@@ -304,7 +311,8 @@ class Stream:
                 yield piece
         finally:
             self._halt.set()
-            self._thread.join()
+            if threading.current_thread() is not self._thread:
+                self._thread.join()
         if self._error is not None:
             raise self._error
         new = self._new_tokens

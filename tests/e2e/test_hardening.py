@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -169,3 +170,18 @@ def test_generation_time_limit_ends_long_generations(tiny_model, tmp_path):
         body = response.json()
         assert body["choices"][0]["finish_reason"] == "length"
         assert body["usage"]["completion_tokens"] < 480
+
+
+def test_client_disconnect_stops_the_stream_generation(tiny_model, tmp_path):
+    with BentoServer({"CROSSGUARD_MODEL": str(tiny_model)}, tmp_path) as server:
+        body = {"messages": [{"role": "user", "content": "hi"}], "stream": True,
+                "max_tokens": 480, "min_tokens": 480, "temperature": 0}
+        with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body) as response:
+            next(response.iter_lines())
+        deadline = time.monotonic() + 30
+        while "generation halted after" not in server.log():
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.2)
+        stopped = [line for line in server.log().splitlines() if "generation halted" in line]
+        assert int(stopped[-1].rsplit("after ", 1)[1].split()[0]) < 480
+        assert chat(server.url, token=None).status_code == 200
