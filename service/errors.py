@@ -9,14 +9,15 @@ class CrossguardError(Exception):
     status_code = 500
     error_type = "internal_error"
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+    extra_headers: dict[str, str] = {}
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 retry_after: int | None = None):
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code
-
-    retry_after: int | None = None
-    extra_headers: dict[str, str] = {}
+        self.retry_after = retry_after
 
     def headers(self) -> dict[str, str]:
         retry = {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
@@ -62,10 +63,6 @@ class NotReady(CrossguardError):
     status_code = 503
     error_type = "service_unavailable"
 
-    def __init__(self, message: str, *, code: str | None = None, retry_after: int | None = None):
-        super().__init__(message, code=code)
-        self.retry_after = retry_after
-
 
 class Unauthorized(CrossguardError):
     status_code = 401
@@ -82,7 +79,3 @@ class TooManyRequests(CrossguardError):
 
     status_code = 429
     error_type = "rate_limit_error"
-
-    def __init__(self, message: str, *, retry_after: int, code: str | None = None):
-        super().__init__(message, code=code)
-        self.retry_after = retry_after
