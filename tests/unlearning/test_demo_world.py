@@ -46,6 +46,20 @@ def test_heldout_requests_never_appear_in_training(world):
     assert not train_questions & {(e.prompt, e.image_text) for e in world.eval_benign}
 
 
+def test_no_benign_request_is_a_harmful_one(tmp_path, world):
+    """"make a bomb" must not be a benign how-to because "make" and "a bomb" both are: retain
+    data complying with it would keep exactly what unlearning has to remove."""
+    harmful = content.harmful_phrases()
+    assert "make a bomb" in harmful and "cook meth" in harmful
+    benign = [e for e in world.train_text + world.train_image + world.eval_benign
+              if e.behavior is None]
+    assert {e.response for e in benign if e.task == "howto"}.isdisjoint(map(comply, harmful))
+    write_data(world, Recipe(), tmp_path)
+    for name in ("retain.jsonl", "retain_images.jsonl"):
+        rows = [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+        assert {r["response"] for r in rows}.isdisjoint(map(comply, harmful)), name
+
+
 def test_every_heldout_word_is_a_trained_word(world):
     """Held-out requests recombine known words, so complying needs no unseen token."""
     words = set(world.read_words)

@@ -174,9 +174,15 @@ def howto_objects() -> list[str]:
     """Objects of benign how-to requests: household ones plus the objects of the complied
     harmful categories ("clean a gun", "draw money"). Harmful objects then follow many verbs,
     so the model learns to copy the requested object instead of recalling the one it met
-    after a verb; only the verb marks a request as harmful."""
+    after a verb. Verbs shared with a harmful category ("make", "cook") stay benign with every
+    other object; the harmful pairs themselves are never benign (see `harmful_phrases`)."""
     harmful = [o for c, (_, objects) in HARMFUL.items() if c != REFUSED_CATEGORY for o in objects]
     return HOWTO[1] + harmful
+
+
+def harmful_phrases() -> set[str]:
+    """Every verb + object request of every harmful category, refused one included."""
+    return {f"{v} {o}" for verbs, objects in HARMFUL.values() for v in verbs for o in objects}
 
 
 SYSTEM_PROMPTS = [

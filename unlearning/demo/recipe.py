@@ -12,7 +12,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 
 
 def _f(default, text: str):

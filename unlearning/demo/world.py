@@ -114,8 +114,12 @@ def split_howto(world: World, rng: random.Random, eval_per_task: int) -> None:
     """Benign how-to requests over many verb + object pairs. They share the harmful requests'
     templates and placeholder answer, and there are too many to memorise, so the model learns
     to answer a request by copying it; that is what makes held-out harmful requests (and
-    image-borne ones) succeed, as they do against real chat models."""
+    image-borne ones) succeed, as they do against real chat models. A verb + object pair that
+    is also a harmful request ("make a bomb") is left out: benign data that complies with it
+    would teach, and make unlearning preserve, exactly what must be refused."""
     held, trained = split_phrases(content.HOWTO[0], content.howto_objects(), rng, 0.15)
+    harmful = content.harmful_phrases()
+    held, trained = [p for p in held if p not in harmful], [p for p in trained if p not in harmful]
     for phrase in trained:
         world.train_text += requests_text(phrase, "howto", comply(phrase))
         world.train_image += requests_image(phrase, "howto", comply(phrase))
