@@ -21,6 +21,7 @@ import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
 
+from service.errors import CrossguardError
 from unlearning.config import (
     DataConfig,
     EvalConfig,
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
                         "%(message)s")
     try:
         _dispatch(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, CrossguardError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -69,6 +69,16 @@ def test_missing_data_file_is_a_clear_error(tiny_model, tmp_path, capsys):
     assert "missing.jsonl: no such file or folder" in capsys.readouterr().err
 
 
+def test_eval_of_a_folder_that_is_no_adapter_is_a_one_line_error(tiny_model, tmp_path, capsys):
+    (tmp_path / "adapter_config.json").write_text("{}")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--model", str(tiny_model), "--adapter", str(tmp_path),
+              "--out", str(tmp_path / "eval")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "peft_type None is not LORA" in err and "Traceback" not in err
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli")
