@@ -8,7 +8,11 @@ Printed: seconds per step, peak memory and their multimodal/text ratios (Chakrab
 report multimodal unlearning costing up to 6x), then the ASR each adapter reaches on text and
 image probes, by both judges, with benign accuracy.
 
-    python -m bench.unlearning_cost [--model PATH] [--steps 150] [--no-eval]
+    python -m bench.unlearning_cost [--model PATH] [--steps 150] [--no-eval] [-- TRAIN FLAGS]
+
+Flags after `--` go to both `unlearning train` runs unchanged (e.g. `-- --retain more.jsonl
+--forget-loss npo`); without them the runs use the demo's documented settings
+(`DEFAULT_TRAIN_FLAGS`, the Makefile's SAFETY_ARGS).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 MODALITIES = ("text", "multimodal")
+DEFAULT_TRAIN_FLAGS = ["--batch-size", "16", "--lr", "5e-4", "--forget-nll-cap", "6"]
 
 
 def demo_model() -> str:
@@ -37,14 +42,14 @@ def train_command(model: str, out: Path, modality: str, args: argparse.Namespace
     command = [
         sys.executable, "-m", "unlearning", "train", "--model", model, "--out", str(out),
         "--forget", args.forget or str(data / "forget.jsonl"),
-        "--retain", args.retain or str(data / "retain.jsonl"),
         "--modality", modality, "--max-steps", str(args.steps), "--seed", str(args.seed),
-        "--batch-size", str(args.batch_size), "--lr", str(args.lr),
-        "--forget-nll-cap", "6", "--log-every", str(max(1, args.steps // 5)),
+        "--log-every", str(max(1, args.steps // 5)),
     ]
-    if world.get("refusal"):
+    if "--retain" not in args.train_flags:
+        command += ["--retain", str(data / "retain.jsonl")]
+    if world.get("refusal") and "--refusals" not in args.train_flags:
         command += ["--refusals", world["refusal"]]
-    return command
+    return command + args.train_flags
 
 
 def run(model: str, folder: Path, args: argparse.Namespace) -> dict[str, dict]:
@@ -115,15 +120,15 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="base model (default: the demo model)")
     parser.add_argument("--forget", default=None, help="default: MODEL/data/forget.jsonl")
-    parser.add_argument("--retain", default=None, help="default: MODEL/data/retain.jsonl")
     parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-probe", type=int, default=0, help="behaviours per probe (0: all)")
     parser.add_argument("--no-eval", action="store_true", help="time and memory only")
     parser.add_argument("--out", type=Path, default=None, help="keep the adapters here")
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    args.train_flags = argv[split + 1:] or DEFAULT_TRAIN_FLAGS
     model = args.model or demo_model()
     with tempfile.TemporaryDirectory(prefix="unlearning-cost-") as tmp:
         results = run(model, args.out or Path(tmp), args)

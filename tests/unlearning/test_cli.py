@@ -175,3 +175,16 @@ def test_register_refuses_a_folder_that_is_no_adapter(tmp_path, model_store, cap
     with pytest.raises(SystemExit):
         main(["register", str(tmp_path)])
     assert "no adapter_config.json" in capsys.readouterr().err
+
+
+def test_cost_bench_passes_train_flags_to_both_runs(tiny_model, files, tmp_path, capsys):
+    from bench.unlearning_cost import main as bench
+
+    retain = [str(files / "retain.jsonl"), str(files / "utility.jsonl")]
+    bench(["--model", str(tiny_model), "--forget", str(files / "forget.jsonl"), "--steps", "2",
+           "--no-eval", "--out", str(tmp_path), "--", "--retain", *retain, "--rank", "4"])
+    for modality in ("text", "multimodal"):
+        config = json.loads((tmp_path / modality / "crossguard.json").read_text())["config"]
+        assert config["data"]["retain"] == retain and config["data"]["modality"] == modality
+        assert config["lora"]["rank"] == 4
+    assert "| seconds per step |" in capsys.readouterr().out
