@@ -25,7 +25,8 @@ import tempfile
 from pathlib import Path
 
 MODALITIES = ("text", "multimodal")
-DEFAULT_TRAIN_FLAGS = ["--batch-size", "16", "--lr", "5e-4", "--forget-nll-cap", "6"]
+DEFAULT_TRAIN_FLAGS = ["--batch-size", "16", "--lr", "5e-4", "--forget-nll-cap", "6",
+                       "--retain-weight", "3"]
 
 
 def demo_model() -> str:
