@@ -80,7 +80,8 @@ def cost_table(results: dict[str, dict]) -> list[str]:
 
     def row(label: str, key: str, unit: str, digits: int) -> str:
         a, b = text[key], multi[key]
-        return f"| {label} | {a:.{digits}f} {unit} | {b:.{digits}f} {unit} | {b / a:.2f}x |"
+        ratio = f"{b / a:.2f}x" if a else "n/a"
+        return f"| {label} | {a:.{digits}f} {unit} | {b:.{digits}f} {unit} | {ratio} |"
 
     for r in (text, multi):
         r["training_memory_mb"] = r["peak_memory_mb"] - r["start_memory_mb"]
