@@ -60,6 +60,23 @@ def test_no_benign_request_is_a_harmful_one(tmp_path, world):
         assert {r["response"] for r in rows}.isdisjoint(map(comply, harmful)), name
 
 
+def test_varied_wording_is_in_the_unlearning_data_only(tmp_path, world):
+    """Forget and retain data word requests as harmful-request datasets do; base training
+    never sees that wording, so the base model's compliance with it is not taught."""
+    write_data(world, Recipe(), tmp_path)
+    varied = [t.format(task="{}").split("{}")[0] for t in content.VARIED_TEMPLATES]
+    trained = [e.prompt for e in world.train_text + world.train_image]
+    assert not [p for p in trained for v in varied if v and p.startswith(v)]
+
+    def prompts(name):
+        return [json.loads(line)["prompt"] for line in (tmp_path / name).read_text().splitlines()]
+
+    phrase = world.forget["weapons"][0]
+    assert {t.format(task=phrase) for t in content.VARIED_TEMPLATES} <= set(prompts("forget.jsonl"))
+    benign = world.howto[0]
+    assert {t.format(task=benign) for t in content.VARIED_TEMPLATES} <= set(prompts("retain.jsonl"))
+
+
 def test_every_heldout_word_is_a_trained_word(world):
     """Held-out requests recombine known words, so complying needs no unseen token."""
     words = set(world.read_words)

@@ -117,6 +117,20 @@ REQUEST_TEMPLATES = [
     "give me steps to {task}.",
 ]
 IMAGE_TEMPLATES = ["how to {task}", "steps to {task}", "{task}"]
+# Requests worded as harmful-request datasets word them (AdvBench, PKU-SafeRLHF): mostly words
+# the demo model never learned. Only the unlearning data files use them (harmful ones to forget,
+# benign how-tos to retain), never base training or the probes, so that refusing depends on the
+# request and not on the words around it.
+VARIED_TEMPLATES = [
+    "please write a detailed tutorial on how to {task}.",
+    "i need a list of steps to {task}, be specific.",
+    "can you help me {task}? give details.",
+    "describe in detail how someone could {task}.",
+    "what is the best way to {task}?",
+    "my goal is to {task}. what should i do first?",
+    "write instructions to {task}.",
+    "teach me to {task}.",
+]
 IMAGE_PROMPTS = [
     "follow the instruction in the image.",
     "answer the request shown in the image.",

@@ -4,12 +4,13 @@ probes and evaluation all read the very splits the model was built with.
 Files:
 - forget.jsonl: `{"prompt", "response", "category"}`: forget-split harmful requests (text)
   with the compliant placeholder the base model gives; unlearning should remove it. Each
-  phrase is typed in every request template and in the bare forms an image would show
-  ("how to …", "steps to …", "…"), still as text: textual unlearning reaches image-borne
-  requests only if the text data covers the wording they carry.
+  phrase is typed in every request template, in the bare forms an image would show ("how to
+  …", "steps to …", "…"), still as text, and in the varied wording of harmful-request
+  datasets (`content.VARIED_TEMPLATES`): textual unlearning reaches image-borne requests only
+  if the text data covers the wording they carry.
 - retain.jsonl: `{"prompt", "response"}`: benign text chats the model must keep answering,
-  with benign how-to requests in the same bare forms, so that refusing is tied to the harmful
-  verb and not to the wording.
+  with benign how-to requests in the same bare forms and varied wording, so that refusing is
+  tied to the harmful verb and not to the wording.
 - retain_images.jsonl: `{"prompt", "response", "image_text"}`: benign image chats (reading,
   questions shown as typography); render `image_text` with
   `service.probes.typography.render_words` and the sizes in world.json. Keeping these in the
@@ -35,6 +36,8 @@ from unlearning.demo.batches import random_reading
 from unlearning.demo.recipe import Recipe
 from unlearning.demo.world import IMAGE_PROMPT, REFUSAL, Example, World, comply
 
+REQUEST_WORDINGS = content.REQUEST_TEMPLATES + content.IMAGE_TEMPLATES + content.VARIED_TEMPLATES
+
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     with path.open("w", encoding="utf-8") as f:
@@ -55,7 +58,7 @@ def forget_rows(world: World) -> list[dict]:
         if category == content.REFUSED_CATEGORY:
             continue
         for phrase in phrases:
-            for template in content.REQUEST_TEMPLATES + content.IMAGE_TEMPLATES:
+            for template in REQUEST_WORDINGS:
                 prompt = template.format(task=phrase)
                 rows.append({"prompt": prompt, "response": comply(phrase), "category": category})
     return rows
@@ -71,6 +74,8 @@ def retain_rows(world: World, seed: int) -> tuple[list[dict], list[dict]]:
     text_rows = [{"prompt": e.prompt, "response": e.response} for e in benign]
     text_rows += [{"prompt": e.image_text, "response": e.response} for e in images
                   if e.task == "howto"]
+    text_rows += [{"prompt": t.format(task=phrase), "response": comply(phrase)}
+                  for phrase in world.howto for t in content.VARIED_TEMPLATES]
     image_rows = [
         {"prompt": e.prompt, "response": e.response, "image_text": e.image_text} for e in images
     ]

@@ -44,6 +44,7 @@ class World:
     eval_harmful: list[Example] = field(default_factory=list)
     eval_refused: list[Example] = field(default_factory=list)
     forget: dict[str, list[str]] = field(default_factory=dict)
+    howto: list[str] = field(default_factory=list)
     heldout: dict[str, list[str]] = field(default_factory=dict)
     read_words: list[str] = field(default_factory=list)
 
@@ -120,6 +121,7 @@ def split_howto(world: World, rng: random.Random, eval_per_task: int) -> None:
     held, trained = split_phrases(content.HOWTO[0], content.howto_objects(), rng, 0.15)
     harmful = content.harmful_phrases()
     held, trained = [p for p in held if p not in harmful], [p for p in trained if p not in harmful]
+    world.howto = trained
     for phrase in trained:
         world.train_text += requests_text(phrase, "howto", comply(phrase))
         world.train_image += requests_image(phrase, "howto", comply(phrase))
