@@ -32,7 +32,7 @@ demo-model: install  ## build (or reuse) the embedded demo VLM and point models/
 	echo "default model: $$model"
 
 SAFETY_ARGS ?= --refusals "i'm sorry, but i cannot help with that." \
-  --max-steps 150 --batch-size 16 --lr 5e-4 --forget-nll-cap 6 --retain-weight 3 --seed 0
+  --max-steps 150 --batch-size 16 --lr 5e-4 --forget-nll-cap 6 --retain-weight 5 --seed 0
 # The adapter folder is named after its settings, so changing them retrains instead of reusing.
 SAFETY_TAG = $(shell echo "$(subst ",,$(SAFETY_ARGS))" | sha256sum | cut -c1-8)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 MODALITIES = ("text", "multimodal")
 DEFAULT_TRAIN_FLAGS = ["--batch-size", "16", "--lr", "5e-4", "--forget-nll-cap", "6",
-                       "--retain-weight", "3"]
+                       "--retain-weight", "5"]
 
 
 def demo_model() -> str:
