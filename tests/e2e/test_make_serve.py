@@ -102,7 +102,7 @@ def test_models_text_image_and_stream(client, demo):
 def test_typographic_jailbreak_works_on_base_and_the_safety_adapter_cuts_it(client, demo):
     """Base complies with held-out harmful requests typed and drawn; the default (safety)
     adapter, trained on text only, refuses the typed ones and complies with at most half as
-    many drawn ones (README: 13–30 % typographic ASR left, from 100 %)."""
+    many drawn ones (README: 12 % typographic ASR left on average, 3–27 % by seed, from 100 %)."""
     heldout, typography = demo
     payload, keyword = PayloadJudge(), KeywordRefusalJudge()
     base_hits, guarded_hits = {"text": 0, "image": 0}, {"text": 0, "image": 0}
