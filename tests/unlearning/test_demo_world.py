@@ -64,7 +64,7 @@ def test_varied_wording_is_in_the_unlearning_data_only(tmp_path, world):
     """Forget and retain data word requests as harmful-request datasets do; base training
     never sees that wording, so the base model's compliance with it is not taught."""
     write_data(world, Recipe(), tmp_path)
-    varied = [t.format(task="{}").split("{}")[0] for t in content.VARIED_TEMPLATES]
+    varied = [t.split("{task}")[0] for t in content.VARIED_TEMPLATES]
     trained = [e.prompt for e in world.train_text + world.train_image]
     assert not [p for p in trained for v in varied if v and p.startswith(v)]
 
