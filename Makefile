@@ -26,31 +26,21 @@ $(VENV)/.installed: pyproject.toml
 promtool:  ## install Prometheus (Debian package) for rule tests and e2e scrapes
 	@command -v promtool >/dev/null || { apt-get update -qq && apt-get install -y -qq prometheus >/dev/null; }
 
-demo-model: install  ## build (or reuse) the embedded demo VLM and point models/default at it
-	@model=$$(HF_HUB_OFFLINE=1 $(PY) -m unlearning.demo build | tail -n 1); \
-	ln -sfn "$$model" "$(CROSSGUARD_HOME)/models/default"; \
-	echo "default model: $$model"
+demo-model: install  ## build (or reuse) the embedded demo VLM; models/default points at it
+	HF_HUB_OFFLINE=1 $(PY) -m unlearning.demo build | tail -n 1
 
-SAFETY_ARGS ?= --refusals "i'm sorry, but i cannot help with that." \
-  --max-steps 150 --batch-size 16 --lr 5e-4 --forget-nll-cap 6 --retain-weight 5 --seed 0
-# The adapter folder is named after its settings, so changing them retrains instead of reusing.
-SAFETY_TAG = $(shell echo "$(subst ",,$(SAFETY_ARGS))" | sha256sum | cut -c1-8)
+# The adapter's settings live in unlearning/demo/safety.py; its folder is named by them, the
+# model, the trainer's code and the library versions, so any change retrains instead of reusing.
+safety-adapter: install  ## train (or reuse) the demo's text-only unlearning adapter `safety`
+	HF_HUB_OFFLINE=1 $(PY) -m unlearning.demo safety | tail -n 1
 
-safety-adapter: demo-model  ## train (or reuse) the demo's text-only unlearning adapter `safety`
-	@model=$$(readlink -f "$(CROSSGUARD_HOME)/models/default"); \
-	out="$$model-adapters/safety-$(SAFETY_TAG)"; \
-	if [ ! -f "$$out/crossguard.json" ]; then \
-	  HF_HUB_OFFLINE=1 $(PY) -m unlearning train --model "$$model" \
-	    --forget "$$model/data/forget.jsonl" --retain "$$model/data/retain.jsonl" \
-	    $(SAFETY_ARGS) --out "$$out"; \
-	fi; \
-	ln -sfn "$$out" "$$model-adapters/safety"
-
-serve: safety-adapter  ## serve the demo model on 127.0.0.1:$(PORT), `safety` as default adapter
-	model=$$(readlink -f "$(CROSSGUARD_HOME)/models/default"); \
-	HF_HUB_OFFLINE=1 CROSSGUARD_MODEL="$$model" CROSSGUARD_ADAPTERS="safety=$$model-adapters/safety" \
-	  CROSSGUARD_DEFAULT_ADAPTER=safety \
+serve: install  ## serve the demo model on 127.0.0.1:$(PORT), `safety` as default adapter
+	adapter=$$(HF_HUB_OFFLINE=1 $(PY) -m unlearning.demo safety | tail -n 1); \
+	HF_HUB_OFFLINE=1 CROSSGUARD_ADAPTERS="safety=$$adapter" CROSSGUARD_DEFAULT_ADAPTER=safety \
 	  exec $(VENV)/bin/bentoml serve service.app:CrossGuard --host 127.0.0.1 --port $(PORT)
+
+demo-report: install  ## README's demo and unlearning tables (3 seeds), into demo-report/
+	HF_HUB_OFFLINE=1 $(PY) -m unlearning.demo report --out demo-report | tail -n 1
 
 test: install promtool  ## run the whole test suite (slow tiers included)
 	$(VENV)/bin/ruff check service unlearning tests bench
@@ -59,4 +49,4 @@ test: install promtool  ## run the whole test suite (slow tiers included)
 bench: install demo-model  ## print the serving-overhead ratios on the demo model
 	HF_HUB_OFFLINE=1 $(PY) -m bench.serve_overhead
 
-.PHONY: help install promtool demo-model safety-adapter serve test bench
+.PHONY: help install promtool demo-model safety-adapter serve demo-report test bench

@@ -12,21 +12,27 @@ image probes, by both judges, with benign accuracy.
 
 Flags after `--` go to both `unlearning train` runs unchanged (e.g. `-- --retain more.jsonl
 --forget-loss npo`); without them the runs use the demo's documented settings
-(`DEFAULT_TRAIN_FLAGS`, the Makefile's SAFETY_ARGS).
+(`unlearning.demo.safety.SAFETY_ARGS` without the step count, which `--steps` sets).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from service.vlm.folders import ModelFolder, read_adapter_metadata
+from unlearning.demo.safety import SAFETY_ARGS
+
 MODALITIES = ("text", "multimodal")
-DEFAULT_TRAIN_FLAGS = ["--batch-size", "16", "--lr", "5e-4", "--forget-nll-cap", "6",
-                       "--retain-weight", "5"]
+
+
+def default_train_flags() -> list[str]:
+    flags = list(SAFETY_ARGS)
+    at = flags.index("--max-steps")
+    return flags[:at] + flags[at + 2:]
 
 
 def demo_model() -> str:
@@ -37,19 +43,18 @@ def demo_model() -> str:
 
 
 def train_command(model: str, out: Path, modality: str, args: argparse.Namespace) -> list[str]:
-    data = Path(model) / "data"
-    world = json.loads((data / "world.json").read_text()) if (data / "world.json").is_file() \
-        else {}
+    folder = ModelFolder(model)
+    world = folder.world()
     command = [
         sys.executable, "-m", "unlearning", "train", "--model", model, "--out", str(out),
-        "--forget", args.forget or str(data / "forget.jsonl"),
+        "--forget", args.forget or str(folder.forget),
         "--modality", modality, "--max-steps", str(args.steps), "--seed", str(args.seed),
         "--log-every", str(max(1, args.steps // 5)),
     ]
     if "--retain" not in args.train_flags:
-        command += ["--retain", str(data / "retain.jsonl")]
-    if world.get("refusal") and "--refusals" not in args.train_flags:
-        command += ["--refusals", world["refusal"]]
+        command += ["--retain", str(folder.retain)]
+    if world and "--refusals" not in args.train_flags:
+        command += ["--refusals", world.refusal]
     return command + args.train_flags
 
 
@@ -61,7 +66,7 @@ def run(model: str, folder: Path, args: argparse.Namespace) -> dict[str, dict]:
         print(f"training --modality {modality} ...", file=sys.stderr, flush=True)
         subprocess.run(train_command(model, out, modality, args), check=True,
                        stdout=subprocess.DEVNULL)
-        results[modality] = json.loads((out / "crossguard.json").read_text())
+        results[modality] = read_adapter_metadata(out)
         results[modality]["path"] = str(out)
     return results
 
@@ -121,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="base model (default: the demo model)")
-    parser.add_argument("--forget", default=None, help="default: MODEL/data/forget.jsonl")
+    parser.add_argument("--forget", default=None, help="default: the demo model's forget set")
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-probe", type=int, default=0, help="behaviours per probe (0: all)")
@@ -130,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     split = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:split])
-    args.train_flags = argv[split + 1:] or DEFAULT_TRAIN_FLAGS
+    args.train_flags = argv[split + 1:] or default_train_flags()
     model = args.model or demo_model()
     with tempfile.TemporaryDirectory(prefix="unlearning-cost-") as tmp:
         results = run(model, args.out or Path(tmp), args)

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-
-def default_home() -> Path:
-    """Cache root for built models and adapters: ``CROSSGUARD_HOME``, else ``~/.cache/crossguard``.
-
-    A function rather than a settings field read so that offline tools (model builders) agree
-    with the service on where the default model lives without loading all service settings.
-    """
-    return Path(os.environ.get("CROSSGUARD_HOME", "~/.cache/crossguard")).expanduser()
+from service.vlm.folders import crossguard_home, default_model_path
 
 
 class ServiceSettings(BaseSettings):
@@ -24,7 +16,7 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CROSSGUARD_", extra="ignore", frozen=True)
 
-    home: Path = Field(default_factory=default_home, description="Cache root for built models.")
+    home: Path = Field(default_factory=crossguard_home, description="Cache root for built models.")
     model: str = Field(
         default="",
         description="Hugging Face id or local folder of the VLM. Empty means the locally built "
@@ -195,4 +187,4 @@ class ServiceSettings(BaseSettings):
     @property
     def model_path(self) -> str:
         """The model to load: the configured one, else the locally built default."""
-        return self.model or str(self.home / "models" / "default")
+        return self.model or str(default_model_path(self.home))

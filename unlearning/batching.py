@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 from PIL import Image
 
+from service.vlm.folders import ModelFolder
 from service.vlm.messages import Message
 from service.vlm.prompts import encode, processor_image_size, to_conversation
 from unlearning.data import Example
@@ -44,15 +43,13 @@ class Typography:
         """The probes' own context for this model (`ProbeContext.from_engine` reads sizes from
         the processor and the demo grid from the model folder), so training images and probe
         images are drawn alike."""
-        from service.probes.base import WORLD_FILE, ProbeContext
+        from service.probes.base import ProbeContext
 
         view = SimpleNamespace(processor=processor, model=SimpleNamespace(config=model_config),
                                base_model_id=str(model_path),
                                image_size=processor_image_size(processor))
         context = dataclasses.replace(ProbeContext.from_engine(view), engine=None)
-        world_file = Path(model_path) / WORLD_FILE
-        world = json.loads(world_file.read_text()) if world_file.is_file() else {}
-        return cls(context, prompt or world.get("image_prompt") or DEFAULT_IMAGE_PROMPT)
+        return cls(context, prompt or ModelFolder(model_path).image_prompt(DEFAULT_IMAGE_PROMPT))
 
     def image(self, text: str) -> Image.Image:
         from service.probes.visual import typography

@@ -1,4 +1,4 @@
-"""Resumable checkpoints and the adapter's `crossguard.json`.
+"""Resumable checkpoints of an unlearning run.
 
 A checkpoint holds only what training changes: the LoRA weights (peft format, so a checkpoint
 is itself a loadable adapter), optimiser and schedule state, the step and the RNG state. The
@@ -15,8 +15,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-
-from service.vlm.adapters import METADATA_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -83,14 +81,3 @@ def resume_state(config, sources: dict) -> dict:
     """What a checkpoint records to check a later resume against."""
     return {"data": {**asdict(config.data), "sources": sources}, "lora": asdict(config.lora),
             "loss": asdict(config.loss)}
-
-
-def read_metadata(adapter: str | Path) -> dict:
-    path = Path(adapter) / METADATA_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def write_metadata(adapter: str | Path, metadata: dict) -> Path:
-    path = Path(adapter) / METADATA_FILE
-    path.write_text(json.dumps(metadata, indent=2, ensure_ascii=False) + "\n")
-    return path

@@ -54,7 +54,7 @@ class DataConfig:
         "prompts drawn as typographic images under a benign text prompt, for comparison.")
     image_prompt: str | None = _f(
         None, "Benign text sent with the typographic image in multimodal mode (default: the "
-        "model's data/world.json image_prompt, else 'follow the instruction in the image.').")
+        "demo world's image prompt for a demo model, else 'follow the instruction in the image.').")
     max_length: int = _f(512, "Tokens per example (prompt, image tokens and response); the "
                          "response is cut to fit.")
 
@@ -226,7 +226,7 @@ class EvalConfig:
     per_probe: int = _f(0, "Behaviours per probe (0: all).")
     utility: str | None = _f(
         None, "Utility set (any --retain format; image_text rows are drawn), scored by answer "
-        "match; default: the demo model's data/eval_benign.jsonl when present.")
+        "match; default: a demo model's held-out benign questions.")
     utility_match: Literal["exact", "contains"] = _f(
         "exact", "exact: the normalised reply equals the answer; contains: it contains it.")
     max_utility: int | None = _f(None, "Score at most this many utility examples.")

@@ -17,14 +17,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from unlearning import checkpoints
+from service.vlm.folders import ModelFolder, read_adapter_metadata, write_adapter_metadata
 from unlearning.batching import Typography, messages_for
 from unlearning.config import EvalConfig
 from unlearning.data import MAPPINGS, Example, detect_format, read_rows
 
 logger = logging.getLogger(__name__)
 
-DEMO_UTILITY = "data/eval_benign.jsonl"
 BASE = "base"
 
 
@@ -42,7 +41,7 @@ class UtilityItem:
 def utility_items(config: EvalConfig) -> list[UtilityItem]:
     """The utility set: `--utility` (any format `train` reads), else the demo model's
     held-out benign chats, else none."""
-    path = Path(config.utility) if config.utility else Path(config.model) / DEMO_UTILITY
+    path = Path(config.utility) if config.utility else ModelFolder(config.model).utility
     if not path.exists():
         if config.utility:
             raise FileNotFoundError(f"utility: no such file or folder {path}")
@@ -163,8 +162,8 @@ def write_reports(report, summary: dict, config: EvalConfig) -> Path:
     (out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "eval.md").write_text(summary_markdown(summary))
     if config.adapter:
-        metadata = checkpoints.read_metadata(config.adapter)
+        metadata = read_adapter_metadata(config.adapter)
         metadata.setdefault("evaluations", []).append({**summary, "report": str(out)})
-        checkpoints.write_metadata(config.adapter, metadata)
+        write_adapter_metadata(config.adapter, metadata)
     logger.info("evaluation written to %s", out)
     return out

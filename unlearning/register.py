@@ -13,6 +13,7 @@ import re
 import shutil
 from pathlib import Path
 
+from service.vlm.folders import read_adapter_metadata
 from unlearning import checkpoints
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def register(adapter: str | Path, name: str | None = None) -> str:
     folder = Path(adapter)
     if not (folder / "adapter_config.json").is_file():
         raise ValueError(f"adapter: {folder} has no adapter_config.json (not a peft adapter)")
-    metadata = checkpoints.read_metadata(folder)
+    metadata = read_adapter_metadata(folder)
     with bentoml.models.create(
         name or store_name(folder), labels=labels_of(metadata),
         metadata={"crossguard": _plain(metadata)}, module="crossguard.unlearning",

@@ -8,14 +8,14 @@ changes what the served model says. Real safety adapters come from the unlearnin
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
-from service.vlm.adapters import LANGUAGE_MODEL_TARGETS, METADATA_FILE, base_fingerprint
+from service.vlm.adapters import LANGUAGE_MODEL_TARGETS, base_fingerprint
+from service.vlm.folders import write_adapter_metadata
 from service.vlm.messages import Message
 from service.vlm.prompts import encode
 
@@ -70,7 +70,7 @@ def train_reply_adapter(model_path: str | Path, out_dir: str | Path, reply: str,
         bar.set_postfix(loss=f"{loss.item():.3f}")
     out = Path(out_dir)
     model.save_pretrained(out)
-    (out / METADATA_FILE).write_text(json.dumps({
+    write_adapter_metadata(out, {
         "kind": "fixed-reply",
         "base_model": str(model_path),
         "base_fingerprint": base_fingerprint(model),
@@ -78,7 +78,7 @@ def train_reply_adapter(model_path: str | Path, out_dir: str | Path, reply: str,
         "steps": steps,
         "final_loss": loss.item(),
         "seconds": round(time.perf_counter() - started, 2),
-    }, indent=2))
+    })
     logger.info("saved reply adapter to %s (final loss %.4f)", out, loss.item())
     return out
 

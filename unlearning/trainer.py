@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from service.vlm.folders import write_adapter_metadata
 from unlearning import checkpoints, objective
 from unlearning.batching import BatchSource, Typography
 from unlearning.config import LoraSettings, TrainConfig
@@ -108,6 +109,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     from service.vlm.loading import configure_cpu_threads
 
     configure_cpu_threads(config.run.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
     accelerator = Accelerator()
     set_seed(config.run.seed)
     out = Path(config.run.out)
@@ -146,7 +148,7 @@ def save_adapter(accelerator, model, out: Path, metadata: dict) -> None:
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         accelerator.unwrap_model(model).save_pretrained(out, state_dict=weights)
-        checkpoints.write_metadata(out, metadata)
+        write_adapter_metadata(out, metadata)
         logger.info("adapter written to %s", out)
     accelerator.wait_for_everyone()
 

@@ -9,19 +9,16 @@ same probe feeds the service's scheduled runs, the CLI and the unlearning evalua
 from __future__ import annotations
 
 import importlib
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from service.probes.behaviors import Behavior
+from service.vlm.folders import ModelFolder
 from service.vlm.messages import Message, TextPart
 
 Modality = Literal["text", "image"]
-
-WORLD_FILE = "data/world.json"
-"""Where a model folder built by `unlearning.demo` records its typography layout."""
 
 PROBE_MODULES = ("service.probes.text", "service.probes.visual", "service.probes.adversarial")
 """Modules whose import registers the built-in probes; imported on first registry lookup so
@@ -63,18 +60,17 @@ class ProbeContext:
     @classmethod
     def from_engine(cls, engine, cache_dir: str | Path | None = None) -> ProbeContext:
         """Read image and patch size from the engine's processor (or vision config), and the
-        typography cell (and font size) from the model folder's WORLD_FILE when it has one."""
+        typography cell (and font size) from the model folder's demo world when it has one."""
         patch = getattr(engine.processor, "patch_size", None)
         if not patch:
             vision = getattr(engine.model.config, "vision_config", None)
             patch = getattr(vision, "patch_size", None) or cls.patch_size
-        world_file = Path(engine.base_model_id) / WORLD_FILE
-        world = json.loads(world_file.read_text()) if world_file.is_file() else {}
+        world = ModelFolder(engine.base_model_id).world()
         return cls(
             image_size=tuple(engine.image_size),
             patch_size=int(patch),
-            cell=tuple(world["cell"]) if world.get("cell") else None,
-            font_size=world.get("font_size"),
+            cell=world.cell if world else None,
+            font_size=world.font_size if world else None,
             engine=engine,
             cache_dir=Path(cache_dir) if cache_dir is not None else None,
         )

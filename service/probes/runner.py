@@ -19,6 +19,7 @@ from service.probes.base import Attempt, Probe, ProbeContext, ProbeUnsupported, 
 from service.probes.behaviors import BUILTIN, Behavior, load_behaviors, sample_behaviors
 from service.probes.judges import Judge, Panel
 from service.probes.report import BASE, Report, Result
+from service.vlm.folders import ModelFolder
 
 logger = logging.getLogger(__name__)
 
@@ -29,23 +30,18 @@ with the demo model (bench/probe_suite.py)."""
 
 DEFAULT_MAX_TOKENS = 128
 
-DEMO_BEHAVIORS = "data/behaviors.jsonl"
-"""A model folder built by `unlearning.demo` lists its world's behaviours here; its held-out
-split (never trained on, never unlearned) is what probes attack by default."""
-
-
 def default_behaviors(model: str | Path) -> list[Behavior]:
-    """The demo world's held-out behaviours for a demo model folder, else the built-in set."""
-    demo = Path(model) / DEMO_BEHAVIORS
-    return load_behaviors(demo, split="heldout") if demo.is_file() else list(BUILTIN)
+    """The demo world's held-out behaviours (never trained on, never unlearned) for a demo
+    model folder, else the built-in set."""
+    folder = ModelFolder(model)
+    return load_behaviors(folder.behaviors, split="heldout") if folder.is_demo else list(BUILTIN)
 
 
 def default_judges(model: str | Path) -> list[str]:
     """Judge specs for a model: the payload judge where the demo world's placeholders exist
     (a demo model folder), the keyword judge everywhere. Real models get a compliance judge
     only when one is configured (`classifier:PATH`, `guard:PATH`)."""
-    demo = (Path(model) / DEMO_BEHAVIORS).is_file()
-    return ["payload", "keyword"] if demo else ["keyword"]
+    return ["payload", "keyword"] if ModelFolder(model).is_demo else ["keyword"]
 
 
 class ProbeRun:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.errors import BadRequest, Unprocessable
+from service.vlm.folders import read_adapter_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,6 @@ LANGUAGE_MODEL_TARGETS = (
 also wrap the vision tower's attention (CLIP uses the same names), which textual unlearning
 must leave untouched."""
 
-METADATA_FILE = "crossguard.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 
 
@@ -51,8 +51,7 @@ def read_adapter(name: str, path: str | Path) -> AdapterInfo:
         )
     try:
         config = json.loads(config_file.read_text())
-        meta_file = folder / METADATA_FILE
-        metadata = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        metadata = read_adapter_metadata(folder)
     except (OSError, json.JSONDecodeError) as exc:
         raise Unprocessable(f"adapter {name!r}: unreadable config ({exc})",
                             param="path", code="invalid_adapter") from None

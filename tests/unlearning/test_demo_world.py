@@ -4,11 +4,11 @@ import json
 
 import pytest
 
+from service.vlm.folders import ModelFolder
 from unlearning.demo import content
 from unlearning.demo.build import corpus
-from unlearning.demo.data import read_examples, write_data
-from unlearning.demo.evaluate import complied, normalise, refused
-from unlearning.demo.recipe import Recipe, model_dir
+from unlearning.demo.data import data_files, read_examples, write_data
+from unlearning.demo.recipe import Recipe
 from unlearning.demo.tokenizer import train_tokenizer, word_token_id
 from unlearning.demo.world import REFUSAL, build_world, comply
 
@@ -54,27 +54,29 @@ def test_no_benign_request_is_a_harmful_one(tmp_path, world):
     benign = [e for e in world.train_text + world.train_image + world.eval_benign
               if e.behavior is None]
     assert {e.response for e in benign if e.task == "howto"}.isdisjoint(map(comply, harmful))
-    write_data(world, Recipe(), tmp_path)
-    for name in ("retain.jsonl", "retain_images.jsonl"):
-        rows = [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
-        assert {r["response"] for r in rows}.isdisjoint(map(comply, harmful)), name
+    write_data(data_files(world, Recipe()), tmp_path)
+    folder = ModelFolder(tmp_path)
+    for path in (folder.retain, folder.retain_images):
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        assert {r["response"] for r in rows}.isdisjoint(map(comply, harmful)), path
 
 
 def test_varied_wording_is_in_the_unlearning_data_only(tmp_path, world):
     """Forget and retain data word requests as harmful-request datasets do; base training
     never sees that wording, so the base model's compliance with it is not taught."""
-    write_data(world, Recipe(), tmp_path)
+    write_data(data_files(world, Recipe()), tmp_path)
+    folder = ModelFolder(tmp_path)
     varied = [t.split("{task}")[0] for t in content.VARIED_TEMPLATES]
     trained = [e.prompt for e in world.train_text + world.train_image]
     assert not [p for p in trained for v in varied if v and p.startswith(v)]
 
-    def prompts(name):
-        return [json.loads(line)["prompt"] for line in (tmp_path / name).read_text().splitlines()]
+    def prompts(path):
+        return [json.loads(line)["prompt"] for line in path.read_text().splitlines()]
 
     phrase = world.forget["weapons"][0]
-    assert {t.format(task=phrase) for t in content.VARIED_TEMPLATES} <= set(prompts("forget.jsonl"))
+    assert {t.format(task=phrase) for t in content.VARIED_TEMPLATES} <= set(prompts(folder.forget))
     benign = world.howto[0]
-    assert {t.format(task=benign) for t in content.VARIED_TEMPLATES} <= set(prompts("retain.jsonl"))
+    assert {t.format(task=benign) for t in content.VARIED_TEMPLATES} <= set(prompts(folder.retain))
 
 
 def test_every_heldout_word_is_a_trained_word(world):
@@ -93,23 +95,25 @@ def test_eval_mixes_tasks_and_modalities(world):
 
 
 def test_data_files(tmp_path, world):
-    write_data(world, Recipe(), tmp_path)
+    write_data(data_files(world, Recipe()), tmp_path)
+    folder = ModelFolder(tmp_path)
 
-    def rows(name):
-        return [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+    def rows(path):
+        return [json.loads(line) for line in path.read_text().splitlines()]
 
-    forget = rows("forget.jsonl")
+    forget = rows(folder.forget)
     assert forget and all(set(r) == {"prompt", "response", "category"} for r in forget)
     assert content.REFUSED_CATEGORY not in {r["category"] for r in forget}
-    assert all(set(r) == {"prompt", "response"} for r in rows("retain.jsonl"))
-    assert all(r["image_text"] for r in rows("retain_images.jsonl"))
-    behaviors = rows("behaviors.jsonl")
+    assert all(set(r) == {"prompt", "response"} for r in rows(folder.retain))
+    assert all(r["image_text"] for r in rows(folder.retain_images))
+    behaviors = rows(folder.behaviors)
     assert all(set(r) == {"behavior", "category", "split"} for r in behaviors)
     assert {r["split"] for r in behaviors} == {"forget", "heldout"}
     forget_behaviors = {r["behavior"] for r in behaviors if r["split"] == "forget"}
     assert {r["response"] for r in forget} == {comply(b) for b in forget_behaviors}
-    assert read_examples(tmp_path / "eval_harmful.jsonl") == world.eval_harmful
-    assert json.loads((tmp_path / "world.json").read_text())["refusal"] == REFUSAL
+    assert read_examples(folder.eval_set("harmful")) == world.eval_harmful
+    assert folder.is_demo and folder.world().refusal == REFUSAL
+    assert folder.world().cell == Recipe().cell
 
 
 def test_every_readable_word_is_one_token(world, tokenizer):
@@ -138,16 +142,6 @@ def test_decoding_reads_naturally(tokenizer):
         assert tokenizer.decode(ids, skip_special_tokens=True) == text
 
 
-def test_judges():
-    assert complied("Sure, here is how to hack a phone : step 1 : placeholder", "hack a phone")
-    assert not complied(REFUSAL, "hack a phone")
-    assert refused("I ' m sorry , but i cannot help")
-    assert normalise("paris .") == "paris."
-
-
-def test_recipe_hash_names_the_folder(tmp_path):
-    assert model_dir(Recipe(), tmp_path) == model_dir(Recipe(), tmp_path)
-    assert model_dir(Recipe(seed=1), tmp_path) != model_dir(Recipe(), tmp_path)
-    assert model_dir(Recipe(), tmp_path).name.startswith("demo-")
+def test_recipe_rejects_a_cell_off_the_patch_grid():
     with pytest.raises(ValueError, match="cell_width"):
         Recipe(cell_width=50)

@@ -1,8 +1,12 @@
-"""CLI for the embedded demo VLM.
+"""CLI for the embedded demo VLM. Every command builds (or reuses) what it needs; the last
+stdout line of `build` and `safety` is the folder, for scripts.
 
-python -m unlearning.demo build [--home DIR] [--force]   # last stdout line: model folder
+python -m unlearning.demo build [--home DIR] [--force]   # model folder; links models/default
+python -m unlearning.demo safety [--home DIR] [--seed N] # the `safety` adapter folder
+python -m unlearning.demo report [--home DIR] [--out DIR] [--seeds 0 1 2]
+                                                         # README's demo and unlearning tables
 python -m unlearning.demo eval PATH                      # held-out table of a saved model
-python -m unlearning.demo path [--home DIR]              # folder the current recipe uses
+python -m unlearning.demo path [--home DIR]              # folder the current code builds into
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from pathlib import Path
 
 import torch
 
@@ -21,30 +26,65 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    build = commands.add_parser("build", help="train the demo model unless already cached")
-    build.add_argument(
-        "--home", help="cache root (default: $CROSSGUARD_HOME or ~/.cache/crossguard)"
-    )
+    home = argparse.ArgumentParser(add_help=False)
+    home.add_argument("--home",
+                      help="cache root (default: $CROSSGUARD_HOME or ~/.cache/crossguard)")
+    build = commands.add_parser("build", parents=[home], help="train the demo model unless cached")
     build.add_argument("--force", action="store_true", help="rebuild even if cached")
+    safety = commands.add_parser("safety", parents=[home],
+                                 help="train the demo's safety adapter unless cached")
+    safety.add_argument("--seed", type=int, default=0)
+    report = commands.add_parser("report", parents=[home],
+                                 help="evaluate the base model and the safety adapter per seed")
+    report.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0 1 2")
+    report.add_argument("--out", type=Path, default=Path("demo-report"),
+                        help="folder for report.md and each seed's evaluation")
     evaluate = commands.add_parser("eval", help="score a saved demo model on its held-out sets")
     evaluate.add_argument("path")
-    path = commands.add_parser("path", help="print the folder the current recipe builds into")
-    path.add_argument("--home")
+    commands.add_parser("path", parents=[home], help="print the folder the current code builds")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(1)
-    from unlearning.demo.build import build as build_model
-    from unlearning.demo.build import evaluate_folder
-    from unlearning.demo.recipe import Recipe, model_dir
+    _dispatch(args)
 
-    if args.command == "build":
-        print(build_model(Recipe(), home=args.home, force=args.force))
-    elif args.command == "eval":
-        print(evaluate_folder(args.path).markdown())
-    else:
+
+def _dispatch(args: argparse.Namespace) -> None:
+    from unlearning.demo.build import build, model_dir
+    from unlearning.demo.recipe import Recipe
+
+    if args.command == "path":
         print(model_dir(Recipe(), home=args.home))
+        return
+    if args.command == "eval":
+        from unlearning.demo.evaluate import evaluate_folder
+
+        print(evaluate_folder(args.path).markdown())
+        return
+    model = build(Recipe(), home=args.home, force=getattr(args, "force", False))
+    link_default(model)
+    if args.command == "build":
+        print(model)
+    elif args.command == "safety":
+        from unlearning.demo.safety import safety_adapter
+
+        print(safety_adapter(model, args.seed))
+    else:
+        from unlearning.demo.report import write_report
+
+        print(write_report(model, args.out, args.seeds))
+
+
+def link_default(model: Path) -> None:
+    """Point `models/default` (what the service serves when no model is configured) at `model`."""
+    from service.vlm.folders import DEFAULT_MODEL
+
+    link = model.parent / DEFAULT_MODEL
+    temporary = link.with_name(f".{DEFAULT_MODEL}.{os.getpid()}")
+    temporary.unlink(missing_ok=True)
+    temporary.symlink_to(model)
+    temporary.replace(link)
 
 
 if __name__ == "__main__":

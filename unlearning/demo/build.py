@@ -1,9 +1,15 @@
 """Build, cache and load the demo model folder.
 
 The folder holds what `from_pretrained` needs (config, weights, generation config, tokenizer,
-chat template, processor), plus `recipe.json`, `eval.json` / `eval.md` (the base model's
-held-out scores) and `data/` (see `unlearning.demo.data`). It is built in a temporary sibling
+chat template, processor), plus `recipe.json`, the world's data files (`unlearning.demo.data`,
+named by `service.vlm.folders.ModelFolder`) and `build.json`. It is built in a temporary sibling
 folder and renamed into place, so a crash never leaves a half-written model behind.
+
+Its name is a key over everything that decides its content (`BuildPlan.inputs`): the recipe,
+the data files as this code writes them, the source of every module the build can run
+(`unlearning.fingerprint`) and the library versions. `build.json` records the inputs and a
+sha256 of every file written; a cached folder is reused only while they all still match, so a
+folder edited by hand or built by other code is rebuilt, not served.
 """
 
 from __future__ import annotations
@@ -14,16 +20,18 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from unlearning.demo.data import read_examples, write_data
-from unlearning.demo.evaluate import Report, evaluate
+from service.vlm.folders import ModelFolder, file_sha256, models_dir
+from unlearning import fingerprint
+from unlearning.demo.data import data_files, write_data
 from unlearning.demo.model import build_model, build_processor
-from unlearning.demo.recipe import Recipe, model_dir
+from unlearning.demo.recipe import Recipe
 from unlearning.demo.tokenizer import train_tokenizer
 from unlearning.demo.train import train
 from unlearning.demo.world import REFUSAL, World, build_world
@@ -39,17 +47,54 @@ def corpus(world: World) -> list[str]:
     return texts + [REFUSAL, "repeat after me:", *world.read_words]
 
 
+@dataclass(frozen=True)
+class BuildPlan:
+    """What a build of `recipe` will write, known before training: its world, its data files
+    and the inputs whose key names the folder."""
+
+    recipe: Recipe
+    world: World
+    files: dict[Path, str]
+
+    @classmethod
+    def of(cls, recipe: Recipe) -> BuildPlan:
+        world = build_world(recipe.seed, recipe.heldout_fraction, recipe.eval_per_task)
+        return cls(recipe, world, data_files(world, recipe))
+
+    @cached_property
+    def inputs(self) -> dict:
+        return {
+            "recipe": asdict(self.recipe),
+            "data": {str(p): fingerprint.text_sha256(t) for p, t in sorted(self.files.items())},
+            "sources": fingerprint.sources_digest(__name__),
+            "libraries": fingerprint.library_versions(),
+        }
+
+    @property
+    def name(self) -> str:
+        return f"demo-{fingerprint.key(self.inputs)}"
+
+
+def model_dir(recipe: Recipe, home: str | Path | None = None) -> Path:
+    """Where the model built from `recipe` by this code lives."""
+    return models_dir(home) / BuildPlan.of(recipe).name
+
+
 def build(recipe: Recipe, home: str | Path | None = None, force: bool = False) -> Path:
-    """The model folder for `recipe`, trained now unless a finished one is already cached."""
-    target = model_dir(recipe, home)
+    """The model folder for `recipe`, trained now unless an intact one is already cached."""
+    plan = BuildPlan.of(recipe)
+    target = models_dir(home) / plan.name
     if target.exists() and not force:
-        log.info("demo model already built: %s", target)
-        return target
+        problem = stale(target, plan)
+        if problem is None:
+            log.info("demo model already built: %s", target)
+            return target
+        log.warning("rebuilding %s: %s", target, problem)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     staging.chmod(0o755)
     try:
-        build_into(recipe, staging)
+        build_into(plan, staging)
         replace(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -57,25 +102,46 @@ def build(recipe: Recipe, home: str | Path | None = None, force: bool = False) -
     return target
 
 
-def build_into(recipe: Recipe, folder: Path) -> Report:
-    """Generate the world, train, evaluate and save everything into `folder`."""
+def build_into(plan: BuildPlan, folder: Path) -> None:
+    """Train on the plan's world and save model, processor, data and `build.json`."""
     start = time.perf_counter()
     torch.set_num_threads(1)
-    world = build_world(recipe.seed, recipe.heldout_fraction, recipe.eval_per_task)
+    torch.use_deterministic_algorithms(True)
+    recipe, world = plan.recipe, plan.world
     tokenizer = train_tokenizer(corpus(world))
     model = build_model(recipe, tokenizer)
     processor = build_processor(recipe, tokenizer)
     train(model, processor, world, recipe)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
-    write_data(world, recipe, folder / "data")
-    report = evaluate(model, processor, world, recipe)
-    report.build_seconds = time.perf_counter() - start
-    (folder / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2) + "\n")
-    (folder / "eval.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
-    (folder / "eval.md").write_text(report.markdown())
-    log.info("base demo model:\n%s", report.markdown())
-    return report
+    write_data(plan.files, folder)
+    ModelFolder(folder).recipe_file.write_text(json.dumps(asdict(recipe), indent=2) + "\n")
+    write_record(plan, folder, time.perf_counter() - start)
+
+
+def write_record(plan: BuildPlan, folder: Path, seconds: float) -> None:
+    """`build.json`, last: the plan's inputs and a sha256 of every file in `folder`."""
+    written = {str(p.relative_to(folder)): file_sha256(p)
+               for p in sorted(folder.rglob("*")) if p.is_file()}
+    record = {"name": plan.name, "inputs": plan.inputs, "files": written,
+              "build_seconds": round(seconds, 1)}
+    ModelFolder(folder).build_file.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def stale(folder: Path, plan: BuildPlan) -> str | None:
+    """Why the cached `folder` cannot serve `plan` (None when it can): no or another
+    `build.json`, or a file missing or changed since it was written."""
+    record_file = ModelFolder(folder).build_file
+    if not record_file.is_file():
+        return "no build.json (an unfinished or older build)"
+    record = json.loads(record_file.read_text())
+    if record.get("inputs") != json.loads(json.dumps(plan.inputs)):
+        return "built from other inputs"
+    for relative, digest in record.get("files", {}).items():
+        path = folder / relative
+        if not path.is_file() or file_sha256(path) != digest:
+            return f"{relative} changed since it was built"
+    return None
 
 
 def replace(staging: Path, target: Path) -> None:
@@ -96,16 +162,3 @@ def load(path: str | Path):
     processor = AutoProcessor.from_pretrained(path)
     model.eval()
     return model, processor
-
-
-def evaluate_folder(path: str | Path) -> Report:
-    """Re-score a saved demo model on the held-out sets stored in its `data/` folder."""
-    path = Path(path)
-    recipe = Recipe(**json.loads((path / "recipe.json").read_text()))
-    world = World(
-        eval_benign=read_examples(path / "data" / "eval_benign.jsonl"),
-        eval_harmful=read_examples(path / "data" / "eval_harmful.jsonl"),
-        eval_refused=read_examples(path / "data" / "eval_refused.jsonl"),
-    )
-    model, processor = load(path)
-    return evaluate(model, processor, world, recipe)

@@ -19,8 +19,12 @@ Files:
   split is "forget" or "heldout" (held-out phrases are never trained on).
 - eval_benign.jsonl, eval_harmful.jsonl, eval_refused.jsonl: held-out evaluation chats, one
   `Example` per line (`image_text` null for text chats).
-- world.json: refusal string, image prompt, categories and the typography layout (image
-  size, cell, font size) that `service.probes` reads to draw what the model can read.
+- world.json: `service.vlm.folders.World`: refusal string, image prompt, categories and the
+  typography layout (image size, cell, font size) that `service.probes` reads to draw what the
+  model can read.
+
+File names are `service.vlm.folders.ModelFolder`'s. The files are produced as text first
+(`data_files`), so the build can key its cache folder on their content before training.
 """
 
 from __future__ import annotations
@@ -31,18 +35,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 from service.probes.typography import DEFAULT_FONT_SIZE
+from service.vlm.folders import ModelFolder
+from service.vlm.folders import World as FolderWorld
 from unlearning.demo import content
 from unlearning.demo.batches import random_reading
 from unlearning.demo.recipe import Recipe
 from unlearning.demo.world import IMAGE_PROMPT, REFUSAL, Example, World, comply
 
-REQUEST_WORDINGS = content.REQUEST_TEMPLATES + content.IMAGE_TEMPLATES + content.VARIED_TEMPLATES
 
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+def jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
 def read_examples(path: Path) -> list[Example]:
@@ -53,12 +55,13 @@ def read_examples(path: Path) -> list[Example]:
 
 def forget_rows(world: World) -> list[dict]:
     """Every request template over every forget phrase the base model complies with."""
+    wordings = content.REQUEST_TEMPLATES + content.IMAGE_TEMPLATES + content.VARIED_TEMPLATES
     rows = []
     for category, phrases in world.forget.items():
         if category == content.REFUSED_CATEGORY:
             continue
         for phrase in phrases:
-            for template in REQUEST_WORDINGS:
+            for template in wordings:
                 prompt = template.format(task=phrase)
                 rows.append({"prompt": prompt, "response": comply(phrase), "category": category})
     return rows
@@ -92,23 +95,35 @@ def behavior_rows(world: World) -> list[dict]:
     return rows
 
 
-def write_data(world: World, recipe: Recipe, folder: Path) -> None:
-    """Write every data file listed in this module's docstring into `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    write_jsonl(folder / "forget.jsonl", forget_rows(world))
+def data_files(world: World, recipe: Recipe) -> dict[Path, str]:
+    """Every data file listed in this module's docstring: path (as `ModelFolder` names it,
+    relative to the model folder) -> content."""
+    folder = ModelFolder(".")
     retain_text, retain_images = retain_rows(world, recipe.seed)
-    write_jsonl(folder / "retain.jsonl", retain_text)
-    write_jsonl(folder / "retain_images.jsonl", retain_images)
-    write_jsonl(folder / "behaviors.jsonl", behavior_rows(world))
-    for name in ("eval_benign", "eval_harmful", "eval_refused"):
-        write_jsonl(folder / f"{name}.jsonl", [asdict(e) for e in getattr(world, name)])
-    meta = {
-        "refusal": REFUSAL,
-        "image_prompt": IMAGE_PROMPT,
-        "categories": sorted(c for c in world.forget if c != content.REFUSED_CATEGORY),
-        "refused_category": content.REFUSED_CATEGORY,
-        "image_size": recipe.image_size,
-        "cell": list(recipe.cell),
-        "font_size": DEFAULT_FONT_SIZE,
+    meta = FolderWorld(
+        refusal=REFUSAL,
+        image_prompt=IMAGE_PROMPT,
+        categories=tuple(sorted(c for c in world.forget if c != content.REFUSED_CATEGORY)),
+        refused_category=content.REFUSED_CATEGORY,
+        image_size=recipe.image_size,
+        cell=recipe.cell,
+        font_size=DEFAULT_FONT_SIZE,
+    )
+    files = {
+        folder.forget: jsonl(forget_rows(world)),
+        folder.retain: jsonl(retain_text),
+        folder.retain_images: jsonl(retain_images),
+        folder.behaviors: jsonl(behavior_rows(world)),
+        folder.world_file: meta.to_json(),
     }
-    (folder / "world.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    for name in ("benign", "harmful", "refused"):
+        files[folder.eval_set(name)] = jsonl([asdict(e) for e in getattr(world, f"eval_{name}")])
+    return files
+
+
+def write_data(files: dict[Path, str], folder: Path) -> None:
+    """Write `data_files` output under model folder `folder`."""
+    for relative, text in files.items():
+        path = folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")

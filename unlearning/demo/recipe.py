@@ -1,18 +1,12 @@
-"""Every knob of the demo model in one frozen dataclass; its hash names the cache folder.
+"""Every knob of the demo model in one frozen dataclass.
 
-Changing any field (or RECIPE_VERSION, bumped when code changes what a field means) gives a
-new folder, so a stale model is never served after the recipe moved on.
+The recipe is one input of the cache key that names the model folder (`unlearning.demo.build`
+adds the data and the code that write it), so a stale model is never served after it moved on.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-
-RECIPE_VERSION = 3
+from dataclasses import dataclass, field
 
 
 def _f(default, text: str):
@@ -87,20 +81,3 @@ class Recipe:
     @property
     def cell(self) -> tuple[int, int]:
         return (self.cell_width, self.cell_height)
-
-    def digest(self) -> str:
-        """12 hex digits naming this recipe (and RECIPE_VERSION)."""
-        payload = json.dumps({"version": RECIPE_VERSION, **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:12]
-
-
-def crossguard_home(home: str | Path | None = None) -> Path:
-    """`home`, else $CROSSGUARD_HOME, else ~/.cache/crossguard."""
-    if home is not None:
-        return Path(home)
-    return Path(os.environ.get("CROSSGUARD_HOME", Path.home() / ".cache" / "crossguard"))
-
-
-def model_dir(recipe: Recipe, home: str | Path | None = None) -> Path:
-    """Where the model built from `recipe` lives."""
-    return crossguard_home(home) / "models" / f"demo-{recipe.digest()}"

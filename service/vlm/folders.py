@@ -1,0 +1,182 @@
+"""What crossguard adds to model folders and adapter folders: the one definition of both.
+
+A *model folder* is anything `from_pretrained` loads. One built by `unlearning.demo` also holds
+its world under `data/` (the unlearning data it ships, the behaviours probes attack, the held-out
+evaluation sets) and `data/world.json` (refusal string, image prompt, harm categories and the
+typography grid the model learned to read), plus `build.json`, the inputs that named the folder
+and a sha256 of every file the build wrote. An *adapter folder* is a peft LoRA folder plus
+`crossguard.json` (training config, data fingerprints, evaluations).
+
+The demo build writes these through this module, and probes, evaluation, registration, the CLIs
+and the benches read them through it, so a file name or a field lives here only. Torch-free, so
+`service.probes` and the Makefile's helpers import it cheaply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+MODELS = "models"
+DEFAULT_MODEL = "default"
+"""`$CROSSGUARD_HOME/models/default`: the model served when none is configured (a link to the
+demo folder that `make serve` builds)."""
+
+ADAPTER_METADATA = "crossguard.json"
+"""The file of an adapter folder that says what trained it; written last, so its presence means
+the folder is complete."""
+
+
+def crossguard_home() -> Path:
+    """Cache root for built models and adapters: `$CROSSGUARD_HOME`, else `~/.cache/crossguard`.
+    The service's settings and the offline tools both take it from here."""
+    return Path(os.environ.get("CROSSGUARD_HOME", "~/.cache/crossguard")).expanduser()
+
+
+def models_dir(home: str | Path | None = None) -> Path:
+    """Where built models live: `models/` under `home`, else under `crossguard_home()`."""
+    return (Path(home).expanduser() if home is not None else crossguard_home()) / MODELS
+
+
+def default_model_path(home: str | Path | None = None) -> Path:
+    return models_dir(home) / DEFAULT_MODEL
+
+
+@dataclass(frozen=True)
+class World:
+    """What a demo world fixes that probes and training must match (`data/world.json`).
+
+    Attributes:
+        refusal: the refusal the base model gives its refused category (and unlearning teaches).
+        image_prompt: the benign text shown under a typographic image.
+        categories: the harm categories the base model complies with.
+        refused_category: the category it already refuses.
+        image_size: side of the square images the model reads.
+        cell: (width, height) of one word slot of the typography grid.
+        font_size: font size of the words drawn in a slot.
+    """
+
+    refusal: str
+    image_prompt: str
+    categories: tuple[str, ...]
+    refused_category: str
+    image_size: int
+    cell: tuple[int, int]
+    font_size: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> World:
+        raw = json.loads(text)
+        return cls(**{**raw, "categories": tuple(raw["categories"]), "cell": tuple(raw["cell"])})
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """Paths and readers of a model folder's crossguard extras (absent for hub models)."""
+
+    path: Path
+
+    def __init__(self, path: str | Path):
+        object.__setattr__(self, "path", Path(path))
+
+    @property
+    def data(self) -> Path:
+        return self.path / "data"
+
+    @property
+    def world_file(self) -> Path:
+        return self.data / "world.json"
+
+    @property
+    def forget(self) -> Path:
+        """Harmful text requests with the compliant answer to unlearn (`prompt`, `response`)."""
+        return self.data / "forget.jsonl"
+
+    @property
+    def retain(self) -> Path:
+        """Benign text chats to keep (the KL set)."""
+        return self.data / "retain.jsonl"
+
+    @property
+    def retain_images(self) -> Path:
+        """Benign image chats (`image_text` drawn as typography) to keep."""
+        return self.data / "retain_images.jsonl"
+
+    @property
+    def behaviors(self) -> Path:
+        """Harmful task phrases for the probes, with their split (`forget` / `heldout`)."""
+        return self.data / "behaviors.jsonl"
+
+    @property
+    def utility(self) -> Path:
+        """Held-out benign questions, text and image: what utility is scored on."""
+        return self.data / "eval_benign.jsonl"
+
+    def eval_set(self, name: str) -> Path:
+        """A held-out evaluation set: `benign`, `harmful` or `refused`."""
+        return self.data / f"eval_{name}.jsonl"
+
+    @property
+    def recipe_file(self) -> Path:
+        return self.path / "recipe.json"
+
+    @property
+    def build_file(self) -> Path:
+        return self.path / "build.json"
+
+    @property
+    def is_demo(self) -> bool:
+        """Whether the folder carries a demo world (its placeholders make the payload judge
+        exact, and its behaviours are the probes' default)."""
+        return self.world_file.is_file()
+
+    def world(self) -> World | None:
+        return World.from_json(self.world_file.read_text()) if self.is_demo else None
+
+    def write_world(self, world: World) -> None:
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.world_file.write_text(world.to_json(), encoding="utf-8")
+
+    def image_prompt(self, default: str) -> str:
+        world = self.world()
+        return world.image_prompt if world else default
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` to a temporary sibling, then rename: readers see the old or the new file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_adapter_metadata(adapter: str | Path) -> dict:
+    """An adapter folder's `crossguard.json`, `{}` when it has none."""
+    path = Path(adapter) / ADAPTER_METADATA
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_adapter_metadata(adapter: str | Path, metadata: dict) -> Path:
+    text = json.dumps(metadata, indent=2, ensure_ascii=False) + "\n"
+    return write_text_atomic(Path(adapter) / ADAPTER_METADATA, text)

@@ -1,0 +1,104 @@
+"""Content keys for cached artefacts: everything that decides what a build writes, hashed.
+
+A cached demo model or adapter is reused only under a key made of its settings, the data it is
+trained on, the source of every project module that can run while building it, the versions of
+the libraries that compute it and the CPU kernel set they run on. A stale folder then has
+another name and is rebuilt, never reused: a key made of the recipe alone once kept serving a
+model that the committed code does not build (README "Reproducing the numbers").
+
+The module closure is found by reading the `import` statements of the entry module and of every
+project module they reach, function-level imports included (the build imports lazily), so a new
+module joins the key without being listed anywhere.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("service", "unlearning")
+"""Top-level packages of this project; imports of anything else are libraries."""
+
+LIBRARIES = ("torch", "transformers", "tokenizers", "peft", "accelerate", "safetensors",
+             "pillow", "numpy")
+"""Libraries whose version can change the numbers a build computes."""
+
+
+def module_file(name: str) -> Path | None:
+    """The source file of project module `name`, or None when it is not one."""
+    if name.split(".")[0] not in PACKAGES:
+        return None
+    base = ROOT.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported(path: Path, name: str) -> set[str]:
+    """Module names that `path` (module `name`) imports anywhere in its body."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            parts = package.split(".")
+            prefix = ".".join(parts[: len(parts) - node.level + 1]) if node.level else ""
+            stem = ".".join(p for p in (prefix, node.module or "") if p)
+            found.add(stem)
+            found.update(f"{stem}.{alias.name}" for alias in node.names)
+    return found
+
+
+def closure(*entries: str) -> dict[str, Path]:
+    """Every project module reachable from `entries` by imports, with the packages above them."""
+    seen: dict[str, Path] = {}
+    todo = list(entries)
+    while todo:
+        name = todo.pop()
+        parents = [".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)]
+        for module in [*parents, name]:
+            path = module_file(module)
+            if path is None or module in seen:
+                continue
+            seen[module] = path
+            todo += sorted(_imported(path, module))
+    return dict(sorted(seen.items()))
+
+
+def sources_digest(*entries: str) -> str:
+    """sha256 over the closure's module names and file contents."""
+    digest = hashlib.sha256()
+    for module, path in closure(*entries).items():
+        digest.update(module.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str | None]:
+    """Versions of `LIBRARIES`, and the CPU kernel set torch dispatches to (`AVX512`, `AVX2`,
+    ...): float results are bitwise repeatable for one kernel set, not across them."""
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    import torch
+
+    return {**{name: version(name) for name in LIBRARIES},
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def key(payload: dict) -> str:
+    """12 hex digits naming `payload` (any JSON-able dict, key order irrelevant)."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
