@@ -101,12 +101,23 @@ def _behaviors(config: EvalConfig):
     return load_behaviors(config.behaviors, config.behaviors_split)
 
 
+def served_reply(engine, example, system: str | None, typography: Typography, params,
+                 adapter: str | None = None) -> str:
+    """The engine's reply to one evaluation example: its `image_text` drawn as the probes draw
+    it, its system prompt (if any) first, as a request to the service would carry them."""
+    from service.vlm.messages import Message
+
+    messages = messages_for(example, False, typography)
+    if system:
+        messages = [Message.of("system", system), *messages]
+    return engine.generate(messages, params, adapter=adapter).text
+
+
 def score_utility(engine, adapters: list[str | None], items: list[UtilityItem],
                   config: EvalConfig, params, bar) -> dict:
     """Accuracy and benign refusal rate per adapter and modality (and accuracy per task, when
     the set names tasks: it shows *which* skill an adapter cost)."""
     from service.probes.judges import KeywordRefusalJudge, normalise
-    from service.vlm.messages import Message
 
     typography = Typography.for_model(engine.processor, engine.model.config, config.model)
     refusals = KeywordRefusalJudge()
@@ -114,10 +125,8 @@ def score_utility(engine, adapters: list[str | None], items: list[UtilityItem],
     for adapter in adapters:
         label = adapter or BASE
         for item in items:
-            messages = messages_for(item.example, False, typography)
-            if item.system:
-                messages = [Message.of("system", item.system), *messages]
-            reply = normalise(engine.generate(messages, params, adapter=adapter).text)
+            reply = normalise(served_reply(engine, item.example, item.system, typography, params,
+                                           adapter))
             answer = normalise(item.example.response)
             right = reply == answer if config.utility_match == "exact" else answer in reply
             for key in ((label, item.modality), (label, f"{item.modality}/{item.task}")):

@@ -1,7 +1,7 @@
 """Held-out evaluation of a demo model folder, through the pipeline every other table uses.
 
 The folder is loaded as the service loads any model (`VLMEngine.from_pretrained`); prompts are
-built by the service's prompt code (`unlearning.batching.messages_for`, the typography of the
+built by the service's prompt code (`unlearning.evaluate.served_reply`, the typography of the
 probes); benign accuracy is `unlearning.evaluate.score_utility` on the base model (what
 `unlearning eval` reports as the base row); attack success is the payload judge of
 `service.probes.judges` (the placeholder for the requested task came out, so a derailed refusal
@@ -17,10 +17,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from service.vlm.folders import ModelFolder
-from unlearning.batching import Typography, messages_for
+from unlearning.batching import Typography
 from unlearning.config import EvalConfig
 from unlearning.demo.data import read_examples
-from unlearning.evaluate import score_utility, utility_items
+from unlearning.evaluate import score_utility, served_reply, utility_items
 
 
 @dataclass
@@ -57,7 +57,6 @@ def evaluate_folder(path: str | Path, progress: bool = True) -> Report:
     """Score the base model of a demo folder on its held-out sets."""
     from service.probes.judges import SUCCESS_THRESHOLD, KeywordRefusalJudge, PayloadJudge
     from service.vlm.engine import SamplingParams, VLMEngine
-    from service.vlm.messages import Message
 
     folder = ModelFolder(path)
     config = EvalConfig(model=str(path))
@@ -72,10 +71,7 @@ def evaluate_folder(path: str | Path, progress: bool = True) -> Report:
     def rate(examples, passes) -> dict[str, float]:
         hits, counts = defaultdict(int), defaultdict(int)
         for example in examples:
-            messages = messages_for(example, False, typography)
-            if example.system:
-                messages = [Message.of("system", example.system), *messages]
-            reply = engine.generate(messages, params).text
+            reply = served_reply(engine, example, example.system, typography, params)
             modality = "text" if example.image_text is None else "image"
             counts[modality] += 1
             hits[modality] += bool(passes(example, reply))
