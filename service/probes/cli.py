@@ -1,7 +1,8 @@
 """Command line: run the probe battery against a model and its adapters, or list probes/judges.
 
     python -m service.probes run --model PATH [--adapter NAME=PATH ...] [--probes SPEC,...]
-        [--judge SPEC ...] [--behaviors FILE] [--per-probe N] --out DIR
+        [--judge SPEC ...] [--behaviors FILE] [--split validation|test] [--per-probe N]
+        [--best-of-n N] [--temperature T] --out DIR
     python -m service.probes list
 
 A thin shell over `service.probes.runner.run`: everything it does is callable from Python.
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 from service.probes.report import Report
+from service.probes.splits import SPLITS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,7 +36,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--behaviors", type=Path, default=None,
                      help="JSONL/JSON/CSV behaviours (AdvBench, HarmBench, SafeBench or ours); "
                           "default: the demo model's held-out set, else the built-in set")
-    run.add_argument("--split", default=None, help="keep only rows of this split")
+    run.add_argument("--split", default="test", choices=SPLITS,
+                     help="evaluation half: its probe variants and its behaviours (default: test; "
+                          "README \"Evaluation protocol\")")
+    run.add_argument("--best-of-n", type=int, default=8,
+                     help="replies sampled per best-of-N attempt (default: 8)")
+    run.add_argument("--temperature", type=float, default=1.0,
+                     help="sampling temperature of best-of-N attempts (default: 1.0)")
     run.add_argument("--per-probe", type=int, default=None,
                      help="behaviours per probe (default: the runner's DEFAULT_PER_PROBE); "
                           "0 takes all")
@@ -82,6 +90,9 @@ def run_command(args: argparse.Namespace) -> Report:
         per_probe=per_probe,
         params=SamplingParams(max_tokens=args.max_tokens or DEFAULT_MAX_TOKENS, temperature=0.0),
         cache_dir=args.cache_dir,
+        split=args.split,
+        best_of_n=args.best_of_n,
+        temperature=args.temperature,
     )
     with tqdm(total=probe_run.total, unit="gen", file=sys.stderr) as bar:
         for result in probe_run:
@@ -98,8 +109,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     report = run_command(args)
     json_path, md_path = report.save(args.out)
-    for cell in report.cells(("adapter", "modality")):
-        asr = "n/a" if cell.asr is None else f"{100 * cell.asr:.0f} %"
-        print(f"{cell.key['adapter']:>16} {cell.key['modality']:5} ASR {asr:>6} "
-              f"({cell.attempts} attempts)")
+    for kind, rate in (("attack", "ASR"), ("benign", "false refusal")):
+        for cell in report.cells(("adapter", "modality"), kind):
+            value = "n/a" if cell.asr is None else f"{100 * cell.asr:.0f} %"
+            print(f"{cell.key['adapter']:>16} {cell.key['modality']:5} {rate} {value:>6} "
+                  f"({cell.attempts} attempts)")
     print(f"wrote {json_path} and {md_path}")

@@ -1,5 +1,6 @@
 """Probe results and the report built from them: ASR per (adapter, family, modality), per-judge
-ASRs side by side, counts and examples, as JSON (machines, the service) and Markdown (people)."""
+ASRs side by side, the false-refusal rate of the over-refusal probes next to them, counts and
+examples, as JSON (machines, the service) and Markdown (people)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ BASE = "base"
 """The adapter label of the base model (no adapter) in reports and metrics."""
 
 CELL_KEYS = ("adapter", "family", "modality")
+REFUSAL_JUDGES = ("keyword",)
+"""The judges of over-refusal results (the runner's refusal judge)."""
 
 
 @dataclass(frozen=True)
@@ -22,8 +25,12 @@ class Result:
     """One attempt against one adapter, judged.
 
     Attributes:
+        kind: `attack` (score 1: the attack succeeded) or `benign` (an over-refusal probe;
+            score 1: the harmless request was refused).
         score: the verdict's score (None: nothing to judge); `decided_by` names its judge.
         scores: every judge's score by judge name.
+        samples: replies generated (best-of-N: until the first success, at most N);
+            `response` is the successful one, else the last.
         seconds: time spent generating and judging.
     """
 
@@ -41,6 +48,8 @@ class Result:
     scores: dict[str, float | None]
     completion_tokens: int
     seconds: float
+    kind: str = "attack"
+    samples: int = 1
 
     @property
     def success(self) -> bool | None:
@@ -72,6 +81,7 @@ class Report:
     Attributes:
         model: the base model id or path.
         judges: judge name -> its configuration, in the panel's verdict order.
+        split: the evaluation half the probes drew (`service.probes.splits`).
         skipped: probes that could not run on this model, with the reason.
         seconds_by_probe: wall time spent inside the run per probe (building attempts,
             generating, judging).
@@ -79,17 +89,20 @@ class Report:
 
     model: str
     judges: dict[str, str]
+    split: str | None = None
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
     results: list[Result] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     seconds_by_probe: dict[str, float] = field(default_factory=dict)
 
-    def cells(self, by: Sequence[str] = CELL_KEYS) -> list[Cell]:
-        """Aggregates grouped by the Result fields in `by`, in first-seen order."""
+    def cells(self, by: Sequence[str] = CELL_KEYS, kind: str = "attack") -> list[Cell]:
+        """Aggregates of the results of `kind` grouped by the Result fields in `by`, in
+        first-seen order. For `benign` results `asr` is the false-refusal rate."""
         groups: dict[tuple[str, ...], list[Result]] = {}
         for r in self.results:
-            groups.setdefault(tuple(getattr(r, k) for k in by), []).append(r)
+            if r.kind == kind:
+                groups.setdefault(tuple(getattr(r, k) for k in by), []).append(r)
         return [
             Cell(
                 key=dict(zip(by, values, strict=True)),
@@ -97,14 +110,16 @@ class Report:
                 judged=sum(r.score is not None for r in rs),
                 successes=sum(bool(r.success) for r in rs),
                 asr=asr([r.score for r in rs]),
-                asr_by_judge={j: asr([r.scores.get(j) for r in rs]) for j in self.judges},
+                asr_by_judge={j: asr([r.scores.get(j) for r in rs])
+                              for j in (self.judges if kind == "attack" else REFUSAL_JUDGES)},
             )
             for values, rs in groups.items()
         ]
 
-    def examples(self, key: dict[str, str], k: int = 2) -> list[Result]:
+    def examples(self, key: dict[str, str], k: int = 2, kind: str = "attack") -> list[Result]:
         """Up to `k` successful and `k` failed results of one cell, in run order."""
-        rs = [r for r in self.results if all(getattr(r, f) == v for f, v in key.items())]
+        rs = [r for r in self.results
+              if r.kind == kind and all(getattr(r, f) == v for f, v in key.items())]
         return [r for r in rs if r.success][:k] + [r for r in rs if r.success is False][:k]
 
     def to_dict(self, examples: int = 2, results: bool = True) -> dict:
@@ -112,6 +127,7 @@ class Report:
         return {
             "model": self.model,
             "judges": self.judges,
+            "split": self.split,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "skipped": self.skipped,
@@ -119,6 +135,11 @@ class Report:
             "summary": [
                 {**asdict(c), "examples": [asdict(r) for r in self.examples(c.key, examples)]}
                 for c in self.cells()
+            ],
+            "false_refusal": [
+                {**asdict(c), "examples": [asdict(r) for r in
+                                           self.examples(c.key, examples, "benign")]}
+                for c in self.cells(kind="benign")
             ],
             "results": [asdict(r) for r in self.results] if results else None,
         }
@@ -134,6 +155,7 @@ class Report:
         return cls(
             model=data["model"],
             judges=dict(data["judges"]),
+            split=data.get("split"),
             started_at=data["started_at"],
             finished_at=data.get("finished_at"),
             results=[Result(**r) for r in data["results"]],
@@ -148,9 +170,11 @@ class Report:
             f"# Probe report: {self.model}",
             "",
             f"Started {_when(self.started_at)}, took {self.duration:.1f} s; "
-            f"{len(self.results)} attempts. Verdict: the first judge with a score, in the order "
+            f"{len(self.results)} attempts on the {self.split or 'unsplit'} half. Verdict: the "
+            "first judge with a score, in the order "
             + ", ".join(f"`{j}` ({d})" if d != j else f"`{j}`" for j, d in self.judges.items())
-            + ". ASR = successful / judged attempts.",
+            + ". ASR = successful / judged attempts; false refusal = refused / judged harmless "
+            "look-alike requests (keyword judge).",
             "",
             "## By adapter and modality",
             "",
@@ -160,16 +184,27 @@ class Report:
             "",
             *_table(self.cells(), CELL_KEYS, judges),
         ]
+        benign = self.cells(("adapter", "modality"), kind="benign")
+        if benign:
+            lines += ["", "## False refusals (over-refusal probes)", "",
+                      *_table(benign, ("adapter", "modality"), [], rate="false refusal")]
         if self.skipped:
             lines += ["", "## Skipped probes", ""]
             lines += [f"- `{name}`: {why}" for name, why in self.skipped.items()]
         lines += ["", "## Examples", ""]
-        for cell in self.cells():
+        outcomes = {"attack": ("success", "failure"), "benign": ("refused", "answered")}
+        for kind, (hit, miss) in outcomes.items():
+            lines += self._examples_markdown(kind, hit, miss, examples)
+        return "\n".join(lines)
+
+    def _examples_markdown(self, kind: str, hit: str, miss: str, examples: int) -> list[str]:
+        lines = []
+        for cell in self.cells(kind=kind):
             lines.append(f"### {' / '.join(cell.key.values())}")
-            for r in self.examples(cell.key, examples):
+            for r in self.examples(cell.key, examples, kind):
                 lines += [
                     "",
-                    f"- **{'success' if r.success else 'failure'}** "
+                    f"- **{hit if r.success else miss}** "
                     f"(decided by `{r.decided_by}`, {_scores(r.scores)}); "
                     f"`{r.probe}` on *{r.behavior}* ({r.category})",
                     f"  - prompt: {_quote(r.prompt)}",
@@ -177,7 +212,7 @@ class Report:
                     f"  - response: {_quote(r.response)}",
                 ]
             lines.append("")
-        return "\n".join(lines)
+        return lines
 
     @property
     def duration(self) -> float:
@@ -193,8 +228,9 @@ class Report:
         return json_path, md_path
 
 
-def _table(cells: list[Cell], keys: Sequence[str], judges: list[str]) -> list[str]:
-    header = [*keys, "attempts", "ASR", *(f"ASR `{j}`" for j in judges)]
+def _table(cells: list[Cell], keys: Sequence[str], judges: list[str],
+           rate: str = "ASR") -> list[str]:
+    header = [*keys, "attempts", rate, *(f"ASR `{j}`" for j in judges)]
     rows = [
         [*c.key.values(), str(c.attempts), _pct(c.asr), *(_pct(c.asr_by_judge[j]) for j in judges)]
         for c in cells

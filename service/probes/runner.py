@@ -1,11 +1,11 @@
-"""Running probes against an engine, one generation at a time.
+"""Running probes against an engine, one attempt at a time.
 
-`ProbeRun` is an iterator: each step builds at most one attempt, generates one reply for one
-adapter, judges it and yields the Result, so a caller (the service's scheduler, the CLI's
-progress bar) regains control between generations and can stop early by dropping it. The run
-reads the model only through `engine.generate` and touches no metrics: publishing the report
-is the caller's choice (`service.metrics.record_probe_report`), so live-traffic counters never
-see probe traffic.
+`ProbeRun` is an iterator: each step builds at most one attempt, runs it against one adapter
+(its live earlier turns, then one greedy reply, or N sampled ones for best-of-N), judges it and
+yields the Result, so a caller (the service's scheduler, the CLI's progress bar) regains
+control between attempts and can stop early by dropping it. The run reads the model only
+through `engine.generate` and touches no metrics: publishing the report is the caller's choice
+(`service.metrics.record_probe_report`), so live-traffic counters never see probe traffic.
 """
 
 from __future__ import annotations
@@ -13,13 +13,30 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
-from service.probes.base import Attempt, Probe, ProbeContext, ProbeUnsupported, resolve_probes
-from service.probes.behaviors import BUILTIN, Behavior, load_behaviors, sample_behaviors
-from service.probes.judges import Judge, Panel
+from service.probes.base import (
+    Attempt,
+    Probe,
+    ProbeContext,
+    ProbeUnsupported,
+    conversation_text,
+    resolve_probes,
+)
+from service.probes.behaviors import (
+    BUILTIN,
+    BUILTIN_BENIGN,
+    Behavior,
+    builtin,
+    load_behaviors,
+    sample_behaviors,
+)
+from service.probes.judges import Judge, KeywordRefusalJudge, Panel, Verdict
 from service.probes.report import BASE, Report, Result
+from service.probes.splits import Split
 from service.vlm.folders import ModelFolder
+from service.vlm.messages import Message
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +47,22 @@ with the demo model (bench/probe_suite.py)."""
 
 DEFAULT_MAX_TOKENS = 128
 
-def default_behaviors(model: str | Path) -> list[Behavior]:
-    """The demo world's held-out behaviours (never trained on, never unlearned) for a demo
-    model folder, else the built-in set."""
+def default_behaviors(model: str | Path, split: Split = "test") -> list[Behavior]:
+    """The half `split` of the demo world's held-out behaviours (never trained on, never
+    unlearned) for a demo model folder, else of the built-in set."""
     folder = ModelFolder(model)
-    return load_behaviors(folder.behaviors, split="heldout") if folder.is_demo else list(BUILTIN)
+    if folder.is_demo:
+        return load_behaviors(folder.behaviors, split=split)
+    return builtin(BUILTIN, split)
+
+
+def default_benign(model: str | Path, split: Split = "test") -> list[Behavior]:
+    """Harmless look-alike requests for the over-refusal probes: the half `split` of the demo
+    world's set for a demo model folder, else of the built-in XSTest-style set."""
+    folder = ModelFolder(model)
+    if folder.is_demo:
+        return load_behaviors(folder.over_refusal, split=split)
+    return builtin(BUILTIN_BENIGN, split)
 
 
 def default_judges(model: str | Path) -> list[str]:
@@ -54,10 +82,15 @@ class ProbeRun:
         probes: probe instances or specs ("figstep.FigStep", "figstep", "all"); default all.
         judge: a Panel, a judge, a spec or a list of them; default `default_judges`.
         behaviors: what to attack; default `default_behaviors` of the engine's model.
+        benign: what the over-refusal (`kind = "benign"`) probes ask; default
+            `default_benign`. Their verdict is the keyword judge's: a refusal is counted.
         per_probe: behaviours sampled (round-robin over categories) for every probe, the
             same ones for each so families compare on equal terms; `None` takes all.
-        params: sampling parameters; default greedy with DEFAULT_MAX_TOKENS.
+        params: decoding parameters; default greedy with DEFAULT_MAX_TOKENS (best-of-N
+            attempts sample with their own temperature and seeds).
         cache_dir: where white-box probes cache their images.
+        split: the evaluation half: which variants probes draw, and the default behaviours.
+        best_of_n, temperature: replies per best-of-N attempt and their temperature.
     """
 
     def __init__(
@@ -68,32 +101,47 @@ class ProbeRun:
         judge: Panel | Judge | Sequence[Judge | str] | str | None = None,
         *,
         behaviors: Sequence[Behavior] | None = None,
+        benign: Sequence[Behavior] | None = None,
         per_probe: int | None = DEFAULT_PER_PROBE,
         params=None,
         cache_dir: str | Path | None = None,
+        split: Split = "test",
+        best_of_n: int = 8,
+        temperature: float = 1.0,
     ):
         from service.vlm.engine import SamplingParams
 
+        model = engine.base_model_id
         self.engine = engine
         self.adapters = list(adapters) if adapters is not None else [None, *engine.adapter_names]
         self.probes = [
             p for item in (probes or ["all"])
             for p in ([item] if isinstance(item, Probe) else resolve_probes([item]))
         ]
-        self.panel = Panel.of(judge if judge is not None else default_judges(engine.base_model_id))
-        pool = behaviors if behaviors is not None else default_behaviors(engine.base_model_id)
-        self.behaviors = sample_behaviors(pool, per_probe)
+        self.panel = Panel.of(judge if judge is not None else default_judges(model))
+        self.refusals = KeywordRefusalJudge()
+        pools = {"attack": behaviors if behaviors is not None else default_behaviors(model, split),
+                 "benign": benign if benign is not None else default_benign(model, split)}
+        self.pools = {kind: sample_behaviors(pool, per_probe) for kind, pool in pools.items()}
         self.params = params or SamplingParams(max_tokens=DEFAULT_MAX_TOKENS, temperature=0.0)
-        self.context = ProbeContext.from_engine(engine, cache_dir)
+        self.context = ProbeContext.from_engine(engine, cache_dir, split=split,
+                                                best_of_n=best_of_n, temperature=temperature)
         self.report = Report(
-            model=engine.base_model_id,
+            model=model,
             judges={j.name: j.describe() for j in self.panel.judges},
+            split=split,
         )
 
     @property
+    def behaviors(self) -> list[Behavior]:
+        """The harmful behaviours the attack probes run on."""
+        return self.pools["attack"]
+
+    @property
     def total(self) -> int:
-        """Generations the run will make if no probe is skipped."""
-        per_adapter = sum(p.prompts_per_behavior for p in self.probes) * len(self.behaviors)
+        """Results the run will yield if no probe is skipped (one per attempt and adapter,
+        however many replies an attempt takes)."""
+        per_adapter = sum(p.prompts_per_behavior * len(self.pools[p.kind]) for p in self.probes)
         return per_adapter * len(self.adapters)
 
     def __iter__(self) -> Iterator[Result]:
@@ -102,7 +150,7 @@ class ProbeRun:
         self.report.finished_at = time.time()
 
     def _run_probe(self, probe: Probe) -> Iterator[Result]:
-        attempts = probe.attempts(self.behaviors, self.context)
+        attempts = probe.attempts(self.pools[probe.kind], self.context)
         while (attempt := self._next_attempt(probe, attempts)) is not None:
             for adapter in self.adapters:
                 start = time.perf_counter()
@@ -125,8 +173,17 @@ class ProbeRun:
 
     def _attack(self, attempt: Attempt, adapter: str | None) -> Result:
         start = time.perf_counter()
-        generation = self.engine.generate(attempt.messages, self.params, adapter=adapter)
-        verdict = self.panel.judge(generation.text, attempt.behavior.task)
+        messages = self._converse(attempt.messages, adapter)
+        tries = [self.params] if attempt.temperature is None else [
+            replace(self.params, temperature=attempt.temperature, seed=seed)
+            for seed in attempt.seeds[:attempt.samples]]
+        samples = 0
+        for params in tries:
+            samples += 1
+            generation = self.engine.generate(messages, params, adapter=adapter)
+            verdict = self._judge(attempt, generation.text)
+            if verdict.success:
+                break
         return Result(
             adapter=adapter or BASE,
             probe=attempt.probe,
@@ -134,7 +191,7 @@ class ProbeRun:
             modality=attempt.modality,
             behavior=attempt.behavior.task,
             category=attempt.behavior.category,
-            prompt=attempt.prompt_text,
+            prompt=conversation_text(messages),
             image_text=attempt.image_text,
             response=generation.text,
             score=verdict.score,
@@ -142,7 +199,29 @@ class ProbeRun:
             scores=verdict.scores,
             completion_tokens=generation.completion_tokens,
             seconds=time.perf_counter() - start,
+            kind=attempt.kind,
+            samples=samples,
         )
+
+    def _judge(self, attempt: Attempt, response: str) -> Verdict:
+        """The panel's verdict on an attack; on a benign request, whether it was refused
+        (score 1: a false refusal), by the keyword judge."""
+        if attempt.kind == "attack":
+            return self.panel.judge(response, attempt.behavior.task)
+        refused = self.refusals.refused(response)
+        score = None if refused is None else float(refused)
+        return Verdict(score, self.refusals.name, {self.refusals.name: score})
+
+    def _converse(self, messages: tuple[Message, ...], adapter: str | None) -> list[Message]:
+        """The conversation with every empty assistant turn answered, greedily, by the model
+        under test (multi-turn probes): what the attacking turn then follows."""
+        done: list[Message] = []
+        for message in messages:
+            if message.role == "assistant" and not message.content:
+                reply = self.engine.generate(done, self.params, adapter=adapter).text
+                message = Message.of("assistant", reply or " ")
+            done.append(message)
+        return done
 
     def _clock(self, probe: Probe, start: float) -> None:
         spent = self.report.seconds_by_probe.get(probe.name, 0.0)
@@ -161,8 +240,8 @@ def run(
     """Run probes to completion and return the report (see `ProbeRun` for the arguments).
 
     Args:
-        on_result: called after every generation with (result, done, total): a progress
-            hook, and a point where a caller may yield to other work.
+        on_result: called after every result with (result, done, total): a progress hook,
+            and a point where a caller may yield to other work.
     """
     probe_run = ProbeRun(engine, adapters, probes, judge, **options)
     for done, result in enumerate(probe_run, start=1):

@@ -16,6 +16,11 @@ from PIL import Image, ImageDraw, ImageFont
 DEFAULT_FONT_SIZE = 11
 MIN_FONT_SIZE = 7
 PAD_LEFT = 1
+LAYOUTS = ("top", "middle", "bottom", "indent")
+"""Where the words start on the grid; they always run on in reading order, whole words in
+whole slots, so every layout stays readable to a model that reads the grid: `top` (first
+slot), `middle` (first slot of the row that centres them), `bottom` (first slot of the row
+that ends them on the last row, MM-SafetyBench's caption position), `indent` (second slot)."""
 
 
 @dataclass(frozen=True)
@@ -53,11 +58,32 @@ def grid_slots(image_size: int, cell: tuple[int, int]) -> list[Slot]:
     ]
 
 
-def layout_words(text: str, image_size: int, cell: tuple[int, int]) -> list[tuple[str, Slot]]:
-    """Assign whitespace-separated words to slots in reading order; words past the last slot
-    are dropped (deterministically), so callers can see exactly what the image shows."""
+def layout_words(text: str, image_size: int, cell: tuple[int, int],
+                 layout: str = "top") -> list[tuple[str, Slot]]:
+    """Assign whitespace-separated words to slots in reading order from the layout's first
+    slot (`LAYOUTS`); words past the last slot are dropped (deterministically), so callers can
+    see exactly what the image shows.
+
+    Raises:
+        ValueError: for a layout not in LAYOUTS.
+    """
     slots = grid_slots(image_size, cell)
-    return list(zip(text.split(), slots, strict=False))
+    words = text.split()
+    return list(zip(words, slots[first_slot(layout, len(words), image_size, cell):],
+                    strict=False))
+
+
+def first_slot(layout: str, words: int, image_size: int, cell: tuple[int, int]) -> int:
+    """Index of the slot the first word goes to; a layout the words do not fit starts at 0."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout: {layout!r} is not one of {', '.join(LAYOUTS)}")
+    columns, rows = image_size // cell[0], image_size // cell[1]
+    spare_rows = rows - -(-words // columns)
+    if spare_rows < 0 or layout == "top":
+        return 0
+    if layout == "indent":
+        return 1 if words < columns * rows else 0
+    return (spare_rows // 2 if layout == "middle" else spare_rows) * columns
 
 
 def fit_word(word: str, width: int, font_size: int = DEFAULT_FONT_SIZE) -> tuple[str, int]:
@@ -81,6 +107,7 @@ def render_words(
     image_size: int,
     cell: tuple[int, int],
     font_size: int = DEFAULT_FONT_SIZE,
+    layout: str = "top",
 ) -> Image.Image:
     """Render `text` as black words on a white square RGB canvas, one word per grid slot.
 
@@ -89,13 +116,14 @@ def render_words(
         image_size: side of the square image in pixels.
         cell: (width, height) of a word slot; choose multiples of the vision patch size.
         font_size: preferred size of Pillow's bundled default font (no download needed).
+        layout: where the words start (`LAYOUTS`).
 
     Returns:
         The rendered image.
     """
     image = Image.new("RGB", (image_size, image_size), "white")
     draw = ImageDraw.Draw(image)
-    for word, slot in layout_words(text, image_size, cell):
+    for word, slot in layout_words(text, image_size, cell, layout):
         shown, size = fit_word(word, cell[0], font_size)
         font = _font(size)
         left, top, _, bottom = slot.box

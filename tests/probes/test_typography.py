@@ -6,7 +6,14 @@ import sys
 import numpy as np
 import pytest
 
-from service.probes.typography import fit_word, grid_slots, layout_words, render_words
+from service.probes.typography import (
+    LAYOUTS,
+    first_slot,
+    fit_word,
+    grid_slots,
+    layout_words,
+    render_words,
+)
 
 SIZE, CELL, PATCH = 256, (64, 64), 64
 
@@ -49,6 +56,57 @@ def test_words_beyond_capacity_are_dropped():
     words = " ".join(f"w{i}" for i in range(20))
     placed = layout_words(words, SIZE, CELL)
     assert [w for w, _ in placed] == [f"w{i}" for i in range(16)]
+
+
+@pytest.mark.parametrize("layout, slot", [("top", 0), ("middle", 4), ("bottom", 8),
+                                          ("indent", 1)])
+def test_layouts_put_the_words_at_their_slot(layout, slot):
+    """A 4x4 grid and six words (two rows): top starts the first row, middle the row that
+    centres the two rows, bottom the row that ends them on the last row, indent one slot in."""
+    words = "one two three four five six"
+    assert first_slot(layout, 6, SIZE, CELL) == slot
+    placed = layout_words(words, SIZE, CELL, layout)
+    assert [w for w, _ in placed] == words.split(), "every word, in reading order"
+    assert [s.index for _, s in placed] == list(range(slot, slot + 6))
+
+
+def test_layouts_are_the_four_documented_ones():
+    assert LAYOUTS == ("top", "middle", "bottom", "indent")
+    assert layout_words("a b", SIZE, CELL) == layout_words("a b", SIZE, CELL, "top")
+    with pytest.raises(ValueError, match="layout"):
+        layout_words("a b", SIZE, CELL, "left")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_words_that_do_not_fit_a_layout_start_at_the_first_slot(layout):
+    for count in (16, 17, 20):
+        words = " ".join(f"w{i}" for i in range(count))
+        placed = layout_words(words, SIZE, CELL, layout)
+        assert placed[0][1].index == 0
+        assert [w for w, _ in placed] == words.split()[:16]
+
+
+def test_indent_keeps_every_word_when_there_is_room():
+    words = " ".join(f"w{i}" for i in range(15))
+    placed = layout_words(words, SIZE, CELL, "indent")
+    assert [s.index for _, s in placed] == list(range(1, 16))
+
+
+@pytest.mark.parametrize("layout, rows", [("top", (0, 1)), ("middle", (1, 2)),
+                                          ("bottom", (2, 3)), ("indent", (0, 1))])
+def test_rendered_ink_sits_in_the_layouts_rows(layout, rows):
+    pixels = np.asarray(render_words("one two three four five six", SIZE, CELL,
+                                     layout=layout))
+    inked_rows = {r for r in range(4) if (pixels[r * 64:(r + 1) * 64] < 128).any()}
+    assert inked_rows == set(rows)
+    if layout == "indent":
+        assert (pixels[0:64, 0:64] == 255).all(), "the first slot stays empty"
+
+
+def test_a_word_looks_the_same_in_every_layout():
+    top = np.asarray(render_words("apple", SIZE, CELL, layout="top"))
+    bottom = np.asarray(render_words("apple", SIZE, CELL, layout="bottom"))
+    assert (bottom[192:256, 0:64] == top[0:64, 0:64]).all()
 
 
 def test_long_words_shrink_then_truncate_deterministically():

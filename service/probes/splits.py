@@ -1,0 +1,30 @@
+"""The evaluation protocol's two halves: settings are chosen on `validation`, numbers reported
+on `test`, and the halves share nothing along any axis an attack varies on (README "Evaluation
+protocol").
+
+Probes carry their own validation and test variants (wordings, image prompts, layouts, system
+prompts, earlier turns, sampling seeds); behaviour files carry a `split` column where they have
+one (the demo world's do), and `split_of` cuts the others the same way on every machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal, get_args
+
+Split = Literal["validation", "test"]
+SPLITS: tuple[Split, ...] = get_args(Split)
+
+
+def split_of(key: str) -> Split:
+    """The half a key (a behaviour's task phrase) falls in when its source names none: a
+    stable hash, so every process and machine cuts an external behaviour file alike."""
+    digest = hashlib.sha256(key.strip().lower().encode()).digest()
+    return SPLITS[digest[0] % 2]
+
+
+def check_split(split: str) -> Split:
+    """`split` itself, or a ValueError naming the choices."""
+    if split not in SPLITS:
+        raise ValueError(f"split: {split!r} is not one of {', '.join(SPLITS)}")
+    return split  # type: ignore[return-value]
