@@ -40,6 +40,13 @@ PROBE_ASR = Gauge(
     ["adapter", "family", "modality"],
     multiprocess_mode="mostrecent",
 )
+PROBE_FALSE_REFUSAL = Gauge(
+    "crossguard_probe_false_refusal_ratio",
+    "Share of harmless look-alike requests (over-refusal probes) refused in the last probe run "
+    "(keyword judge), by adapter and modality.",
+    ["adapter", "modality"],
+    multiprocess_mode="mostrecent",
+)
 PROBE_RUNS = Counter(
     "crossguard_probe_runs_total",
     "Probe runs finished, by status.",
@@ -86,17 +93,22 @@ def record_chat_response(
 
 
 def record_probe_report(report) -> None:
-    """Publish a successful probe run: one ASR gauge per cell, the run counter, the timestamp.
+    """Publish a successful probe run: one ASR gauge per attack cell, one false-refusal gauge
+    per adapter and modality, the run counter, the timestamp.
 
     Args:
         report: a `service.probes.report.Report` (read through `cells()`, whose items have
-            `key` {adapter, family, modality} and `asr`, and `finished_at`). Cells with
+            `key` {adapter, family, modality} and `asr` (for `kind="benign"` cells, keyed by
+            adapter and modality, the false-refusal rate), and `finished_at`). Cells with
             nothing judged are left out rather than exported as 0.
     """
     for cell in report.cells():
         if cell.asr is not None:
             key = cell.key
             PROBE_ASR.labels(key["adapter"], key["family"], key["modality"]).set(cell.asr)
+    for cell in report.cells(("adapter", "modality"), kind="benign"):
+        if cell.asr is not None:
+            PROBE_FALSE_REFUSAL.labels(cell.key["adapter"], cell.key["modality"]).set(cell.asr)
     PROBE_RUNS.labels("success").inc()
     PROBE_LAST_RUN.set(report.finished_at or time.time())
 

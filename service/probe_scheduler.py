@@ -68,9 +68,11 @@ class ProbeScheduler:
                 self.engine, probes=self.settings.probes, judge=self.panel,
                 per_probe=self.settings.probe_per_probe,
                 params=SamplingParams(max_tokens=self.settings.probe_max_tokens, temperature=0.0),
-                cache_dir=self.settings.home / "probe-cache",
+                cache_dir=self.settings.home / "probe-cache", split=self.settings.probe_split,
+                best_of_n=self.settings.probe_best_of_n,
+                temperature=self.settings.probe_temperature,
             )
-            logger.info("probe run started: %d generations", probe_run.total)
+            logger.info("probe run started: %d attempts", probe_run.total)
             for _ in probe_run:
                 self._yield_to_users()
             summary = probe_run.report.to_dict(results=False)

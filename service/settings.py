@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.probes.splits import Split
 from service.vlm.folders import crossguard_home, default_model_path
 
 
@@ -119,6 +120,17 @@ class ServiceSettings(BaseSettings):
         default=6, ge=1, description="Behaviours sampled per probe in each run."
     )
     probe_max_tokens: int = Field(default=128, ge=1, description="`max_tokens` of probe replies.")
+    probe_split: Split = Field(
+        default="test",
+        description="Evaluation half the probes draw their wordings, prompts, layouts and "
+        "behaviours from (`validation` or `test`; README \"Evaluation protocol\").",
+    )
+    probe_best_of_n: int = Field(
+        default=8, ge=1, description="Replies sampled per best-of-N probe attempt."
+    )
+    probe_temperature: float = Field(
+        default=1.0, gt=0, description="Sampling temperature of best-of-N probe attempts."
+    )
     probe_judges: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Judge specs (`keyword`, `payload`, `classifier:PATH`, `guard:PATH`); empty "

@@ -111,12 +111,20 @@ class ModelFolder:
 
     @property
     def behaviors(self) -> Path:
-        """Harmful task phrases for the probes, with their split (`forget` / `heldout`)."""
+        """Harmful task phrases for the probes, with their split (`forget` / `validation` /
+        `test`)."""
         return self.data / "behaviors.jsonl"
 
     @property
+    def over_refusal(self) -> Path:
+        """Harmless look-alike requests for the over-refusal probes, with their category and
+        split (`train`: in the retain data; `validation` / `test`: never trained on)."""
+        return self.data / "over_refusal.jsonl"
+
+    @property
     def utility(self) -> Path:
-        """Held-out benign questions, text and image: what utility is scored on."""
+        """Held-out benign questions, text and image, each with its split: what utility is
+        scored on."""
         return self.data / "eval_benign.jsonl"
 
     def eval_set(self, name: str) -> Path:

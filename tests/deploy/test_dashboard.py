@@ -65,6 +65,8 @@ def test_queries_only_use_exported_metrics():
          ["crossguard_chat_responses_total", 'outcome="refused"', "by (adapter, modality)"]),
         ("Probe ASR by family (last run)",
          ["crossguard_probe_attack_success_ratio", "family"]),
+        ("False refusals by adapter × modality (last run)",
+         ["crossguard_probe_false_refusal_ratio", "by (adapter, modality)"]),
         ("Request latency percentiles (BentoML)",
          ["histogram_quantile(0.5,", "histogram_quantile(0.9,", "histogram_quantile(0.99,",
           "bentoml_service_request_duration_seconds_bucket"]),
@@ -75,3 +77,15 @@ def test_required_panels(title, needles):
     exprs = " ".join(t["expr"] for t in panel(title)["targets"])
     for needle in needles:
         assert needle in exprs
+
+
+def test_panels_fit_the_grid_without_overlapping():
+    cells: dict[tuple[int, int], str] = {}
+    for p in dashboard()["panels"]:
+        pos = p["gridPos"]
+        assert pos["x"] >= 0 and pos["w"] > 0 and pos["h"] > 0, p["title"]
+        assert pos["x"] + pos["w"] <= 24, p["title"]
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                assert (x, y) not in cells, f"{p['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = p["title"]

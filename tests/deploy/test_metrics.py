@@ -7,23 +7,25 @@ import os
 import subprocess
 import sys
 import textwrap
-from types import SimpleNamespace
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Summary
 
 from service import metrics
+from service.probes.report import Report, Result
 from tests.deploy.promtool import ROOT
 
 FINAL = {
     "crossguard_chat_responses_total": ("counter", ("adapter", "modality", "outcome")),
     "crossguard_generated_tokens_total": ("counter", ("adapter",)),
     "crossguard_probe_attack_success_ratio": ("gauge", ("adapter", "family", "modality")),
+    "crossguard_probe_false_refusal_ratio": ("gauge", ("adapter", "modality")),
     "crossguard_probe_runs_total": ("counter", ("status",)),
     "crossguard_probe_last_run_timestamp_seconds": ("gauge", ()),
     "crossguard_adapter_info": ("gauge", ("adapter", "base_model")),
 }
 METRICS = [metrics.CHAT_RESPONSES, metrics.GENERATED_TOKENS, metrics.PROBE_ASR,
-           metrics.PROBE_RUNS, metrics.PROBE_LAST_RUN, metrics.ADAPTER_INFO]
+           metrics.PROBE_FALSE_REFUSAL, metrics.PROBE_RUNS, metrics.PROBE_LAST_RUN,
+           metrics.ADAPTER_INFO]
 
 
 def exported_names() -> set[str]:
@@ -43,6 +45,7 @@ def test_names_types_and_labels_are_final():
 
 def test_gauges_declare_how_workers_merge():
     assert metrics.PROBE_ASR._multiprocess_mode == "mostrecent"
+    assert metrics.PROBE_FALSE_REFUSAL._multiprocess_mode == "mostrecent"
     assert metrics.PROBE_LAST_RUN._multiprocess_mode == "max"
     assert metrics.ADAPTER_INFO._multiprocess_mode == "livemax"
 
@@ -66,20 +69,45 @@ def test_record_chat_response_counts_outcome_and_tokens():
     assert value("crossguard_adapter_info", adapter="t-chat", base_model="demo") == 0
 
 
+def result(adapter: str, family: str, modality: str, score: float | None,
+           kind: str = "attack") -> Result:
+    """One judged attempt; for `kind="benign"` a score of 1.0 is a refused harmless request."""
+    return Result(adapter=adapter, probe=f"t-{family}", family=family, modality=modality,
+                  behavior="b", category="c", prompt="p", image_text=None, response="r",
+                  score=score, decided_by=None if score is None else "keyword",
+                  scores={"keyword": score}, completion_tokens=1, seconds=0.0, kind=kind)
+
+
+def probe_report(results: list[Result], finished_at: float) -> Report:
+    return Report(model="demo", judges={"keyword": "keyword"}, started_at=finished_at - 1,
+                  finished_at=finished_at, results=results)
+
+
 def test_record_probe_report_publishes_gauges_counter_and_time():
-    cells = [
-        SimpleNamespace(key={"adapter": "t-probe", "family": "figstep", "modality": "image"},
-                        asr=0.25),
-        SimpleNamespace(key={"adapter": "t-probe", "family": "direct", "modality": "text"},
-                        asr=None),
-    ]
+    report = probe_report([
+        *(result("t-probe", "figstep", "image", s) for s in (1.0, 0.0, 0.0, 0.0)),
+        result("t-probe", "direct", "text", None),
+        # Over-refusal probes: harmless look-alikes, refused (1.0) or answered (0.0).
+        *(result("t-probe", "over_refusal", "text", s, kind="benign") for s in (1.0, 0.0)),
+        *(result("t-probe", "over_refusal", "image", s, kind="benign")
+          for s in (0.0, 0.0, 0.0, 0.0)),
+        result("t-probe-unjudged", "over_refusal", "text", None, kind="benign"),
+    ], finished_at=1234.0)
     metrics.declare_probe_runs()
     runs = value("crossguard_probe_runs_total", status="success")
-    metrics.record_probe_report(SimpleNamespace(cells=lambda: cells, finished_at=1234.0))
+    metrics.record_probe_report(report)
     asr = "crossguard_probe_attack_success_ratio"
     assert value(asr, adapter="t-probe", family="figstep", modality="image") == 0.25
     assert REGISTRY.get_sample_value(
         asr, {"adapter": "t-probe", "family": "direct", "modality": "text"}) is None
+    assert REGISTRY.get_sample_value(
+        asr, {"adapter": "t-probe", "family": "over_refusal", "modality": "text"}) is None, \
+        "benign results are no attack"
+    fr = "crossguard_probe_false_refusal_ratio"
+    assert REGISTRY.get_sample_value(fr, {"adapter": "t-probe", "modality": "text"}) == 0.5
+    assert REGISTRY.get_sample_value(fr, {"adapter": "t-probe", "modality": "image"}) == 0.0
+    assert REGISTRY.get_sample_value(
+        fr, {"adapter": "t-probe-unjudged", "modality": "text"}) is None
     assert value("crossguard_probe_runs_total", status="success") == runs + 1
     assert value("crossguard_probe_last_run_timestamp_seconds") == 1234.0
     failures = value("crossguard_probe_runs_total", status="failure")
@@ -90,14 +118,23 @@ def test_record_probe_report_publishes_gauges_counter_and_time():
 
 WORKER = textwrap.dedent("""
     import sys
-    from types import SimpleNamespace
     from service import metrics
+    from service.probes.report import Report, Result
     worker, asr, stamp = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
     metrics.declare_adapter("unlearned", "demo")
     metrics.record_chat_response("unlearned", "text", refused=True, completion_tokens=10)
-    cell = SimpleNamespace(key={"adapter": "unlearned", "family": "figstep",
-                                "modality": "image"}, asr=asr)
-    metrics.record_probe_report(SimpleNamespace(cells=lambda: [cell], finished_at=stamp))
+    def result(family, score, kind):
+        return Result(adapter="unlearned", probe=family, family=family, modality="image",
+                      behavior="b", category="c", prompt="p", image_text=None, response="r",
+                      score=score, decided_by="keyword", scores={"keyword": score},
+                      completion_tokens=1, seconds=0.0, kind=kind)
+    # 4 attempts per kind: the ASR and the false-refusal rate both equal `asr`.
+    hits = round(4 * asr)
+    results = [result(family, float(i < hits), kind) for i in range(4)
+               for family, kind in (("figstep", "attack"), ("over_refusal", "benign"))]
+    metrics.record_probe_report(Report(model="demo", judges={"keyword": "keyword"},
+                                       started_at=stamp - 1, finished_at=stamp,
+                                       results=results))
 """)
 COLLECT = textwrap.dedent("""
     from prometheus_client import CollectorRegistry, generate_latest, multiprocess
@@ -126,4 +163,6 @@ def test_metrics_merge_across_worker_processes(tmp_path):
     assert 'crossguard_probe_runs_total{status="success"} 2.0' in lines
     assert ('crossguard_probe_attack_success_ratio{adapter="unlearned",family="figstep",'
             'modality="image"} 0.25') in lines, "mostrecent: the run that finished last"
+    assert ('crossguard_probe_false_refusal_ratio{adapter="unlearned",modality="image"} 0.25'
+            in lines), "mostrecent: the run that finished last"
     assert "crossguard_probe_last_run_timestamp_seconds 2000.0" in lines

@@ -72,3 +72,37 @@ def test_schedule_runs_by_itself(engine, tmp_path):
             time.sleep(0.2)
     finally:
         probes.stop()
+
+
+@pytest.mark.parametrize("split, best_of_n, temperature", [("validation", 3, 0.7),
+                                                            ("test", 2, 1.3)])
+def test_runs_use_the_configured_split_best_of_n_and_temperature(
+    engine, tmp_path, monkeypatch, split, best_of_n, temperature,
+):
+    """Every reply refuses, so best-of-N samples all N: the seeds show the half, the count
+    N and the temperature; the behaviours and the saved report show the half too."""
+    from service.probes import forms
+    from service.probes.behaviors import BUILTIN, builtin
+    from service.vlm.engine import Generation
+
+    calls = []
+
+    def refuse(messages, params, adapter=None, **kwargs):
+        calls.append((params, adapter))
+        return Generation("I cannot help with that.", 4, 6, "stop")
+
+    monkeypatch.setattr(engine, "generate", refuse)
+    probes = scheduler(engine, tmp_path, probes=["best_of_n.BestOfNText"], probe_split=split,
+                       probe_best_of_n=best_of_n, probe_temperature=temperature)
+    summary = probes.run_now(wait=True)
+
+    first = forms.SAMPLING_SEEDS[split]
+    for adapter in (None, "refuse"):
+        sampled = [params for params, a in calls if a == adapter]
+        assert [p.seed for p in sampled] == list(range(first, first + best_of_n))
+        assert {p.temperature for p in sampled} == {temperature}
+        assert {p.max_tokens for p in sampled} == {48}
+    assert summary["split"] == split
+    behaviors = {e["behavior"] for cell in summary["summary"] for e in cell["examples"]}
+    assert behaviors and behaviors <= {b.task for b in builtin(BUILTIN, split)}
+    assert probes.latest()["split"] == split
