@@ -59,13 +59,19 @@ class Typography:
 
 
 def messages_for(example: Example, as_image: bool, typography: Typography | None) -> list[Message]:
-    """The user turn: text, the prompt drawn as an image under a benign prompt (`as_image`),
-    or the example's own `image_text` drawn above its prompt."""
+    """The example's system prompt and earlier turns, then the user turn: text, the prompt
+    drawn as an image under a benign prompt (`as_image`), or the example's own `image_text`
+    drawn above its prompt."""
+    context = [Message.of("system", example.system)] if example.system else []
+    for user, assistant in example.history:
+        context += [Message.of("user", user), Message.of("assistant", assistant)]
     if as_image:
-        return [Message.of("user", typography.image(example.prompt), typography.prompt)]
-    if example.image_text is not None:
-        return [Message.of("user", typography.image(example.image_text), example.prompt)]
-    return [Message.of("user", example.prompt)]
+        turn = Message.of("user", typography.image(example.prompt), typography.prompt)
+    elif example.image_text is not None:
+        turn = Message.of("user", typography.image(example.image_text), example.prompt)
+    else:
+        turn = Message.of("user", example.prompt)
+    return [*context, turn]
 
 
 def response_ids(processor, messages: list[Message], response: str) -> list[int]:
@@ -88,22 +94,27 @@ def response_ids(processor, messages: list[Message], response: str) -> list[int]
     return ids
 
 
-def encode_example(processor, messages: list[Message], response: str, max_length: int) -> dict:
-    """One example: prompt inputs (with images) plus labelled response tokens, unpadded."""
+def encode_example(processor, messages: list[Message], response: str, max_length: int,
+                   prefix: Sequence[int] = ()) -> dict:
+    """One example: prompt inputs (with images) plus labelled response tokens, unpadded.
+    `prefix` (token ids) is put between the two unlabelled: a reply already under way."""
     inputs = dict(encode(processor, messages))
-    prompt = inputs.pop("input_ids")[0]
+    prompt = torch.cat([inputs.pop("input_ids")[0],
+                        torch.tensor(list(prefix), dtype=torch.long)])
     room = max_length - len(prompt)
     if room < 2:
         raise ValueError(f"the prompt alone is {len(prompt)} tokens (images included); "
                          f"raise --max-length above {max_length}")
     reply = torch.tensor(response_ids(processor, messages, response)[:room], dtype=prompt.dtype)
-    per_token = {k: v[0] for k, v in inputs.items() if v.dim() == 2 and v.shape[1] == len(prompt)}
+    asked = len(prompt) - len(prefix)
+    per_token = {k: v[0] for k, v in inputs.items() if v.dim() == 2 and v.shape[1] == asked}
     extra = {k: v for k, v in inputs.items() if k not in per_token}
     per_token.pop("attention_mask", None)
     return {
         "input_ids": torch.cat([prompt, reply]),
         "labels": torch.cat([torch.full_like(prompt, IGNORE), reply]),
-        "per_token": {k: torch.cat([v, v.new_zeros(len(reply))]) for k, v in per_token.items()},
+        "per_token": {k: torch.cat([v, v.new_zeros(len(prefix) + len(reply))])
+                      for k, v in per_token.items()},
         "extra": extra,
     }
 
@@ -156,8 +167,10 @@ class BatchSource:
 
     def __init__(self, processor, forget: list[Example], retain: list[Example], *,
                  refusals: Sequence[str], random_refusals: bool, as_image: bool,
-                 typography: Typography | None, max_length: int, seed: int):
+                 typography: Typography | None, max_length: int, seed: int,
+                 recovery_share: float = 0.0, recovery_from: float = 0.0):
         self.processor, self.forget, self.retain = processor, forget, retain
+        self.recovery_share, self.recovery_from = recovery_share, recovery_from
         self.refusals = [r for r in refusals if r.strip()]
         self.random_refusals, self.as_image = random_refusals, as_image
         self.typography, self.max_length, self.seed = typography, max_length, seed
@@ -170,15 +183,16 @@ class BatchSource:
                                                    f"{self.seed}:forget")]
         out = {}
         if "forget" in terms:
-            out["forget"] = self._collate([(e, e.response, self.as_image) for e in harmful])
+            out["forget"] = self._collate([(e, e.response, self.as_image, ()) for e in harmful])
         if "refusal" in terms:
             targets = self._refusal_targets(position, size)
             out["refusal"] = self._collate(
-                [(e, t, self.as_image) for e, t in zip(harmful, targets, strict=True)])
+                [(e, t, self.as_image, self._recovery_prefix(e, position + i))
+                 for i, (e, t) in enumerate(zip(harmful, targets, strict=True))])
         if "retain" in terms:
             normal = [self.retain[i] for i in indices(len(self.retain), size, position,
                                                       f"{self.seed}:retain")]
-            out["retain"] = self._collate([(e, e.response, False) for e in normal])
+            out["retain"] = self._collate([(e, e.response, False, ()) for e in normal])
         return out
 
     def _refusal_targets(self, position: int, size: int) -> list[str]:
@@ -187,10 +201,30 @@ class BatchSource:
             return [self.retain[i].response for i in picks]
         return [self.refusals[p % len(self.refusals)] for p in range(position, position + size)]
 
-    def _collate(self, items: list[tuple[Example, str, bool]]) -> dict[str, torch.Tensor]:
+    def _recovery_prefix(self, example: Example, position: int) -> list[int]:
+        """For a `recovery_share` of refusal examples, the first k tokens of the harmful
+        response (k uniform from `recovery_from` of its length to len-1, drawn from the seed
+        and the position): the refusal is
+        then learnt as a recovery from a reply already under way (Qi et al. 2025, "Safety
+        Alignment Should Be Made More Than Just a Few Tokens Deep", sec. 3). The decision then
+        also rests on the words the model itself wrote, which are text whatever modality
+        carried the request; see README "What it took"."""
+        rng = random.Random(f"{self.seed}:recovery:{position}")
+        if rng.random() >= self.recovery_share:
+            return []
+        messages = messages_for(example, self.as_image, self.typography)
+        ids = response_ids(self.processor, messages, example.response)
+        if ids and ids[-1] == self.processor.tokenizer.eos_token_id:
+            ids = ids[:-1]
+        if len(ids) < 2:
+            return []
+        return ids[: rng.randint(max(1, round(self.recovery_from * len(ids))), len(ids) - 1)]
+
+    def _collate(self, items: list[tuple[Example, str, bool, Sequence[int]]]
+                 ) -> dict[str, torch.Tensor]:
         encoded = [
             encode_example(self.processor, messages_for(e, as_image, self.typography), target,
-                           self.max_length)
-            for e, target, as_image in items
+                           self.max_length, prefix)
+            for e, target, as_image, prefix in items
         ]
         return collate(encoded, self.pad_id)

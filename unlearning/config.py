@@ -11,9 +11,10 @@ import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
+from service.probes.splits import Split, check_split
 from service.vlm.adapters import LANGUAGE_MODEL_TARGETS
 
-DataFormat = Literal["auto", "simple", "pku-saferlhf", "truthfulqa"]
+DataFormat = Literal["auto", "simple", "messages", "pku-saferlhf", "truthfulqa"]
 DATA_FORMATS = typing.get_args(DataFormat)
 
 DEFAULT_REFUSALS = (
@@ -57,7 +58,6 @@ class DataConfig:
         "demo world's image prompt for a demo model, else 'follow the instruction in the image.').")
     max_length: int = _f(512, "Tokens per example (prompt, image tokens and response); the "
                          "response is cut to fit.")
-
     def __post_init__(self) -> None:
         for name in ("forget", "retain"):
             if not getattr(self, name):
@@ -112,6 +112,12 @@ class LossConfig:
         "refusal", "refusal: NLL towards a refusal from --refusals. random: towards a random "
         "normal answer (Yao's 'random' variant).")
     refusals: list[str] = _f(DEFAULT_REFUSALS, "Refusal strings, used in turn.")
+    recovery_share: float = _f(
+        0.0, "Share of L_refusal examples whose refusal follows a random-length prefix of the "
+        "harmful response, so the model also recovers from a reply already under way (Qi et "
+        "al. 2025, deep safety alignment).")
+    recovery_from: float = _f(
+        0.0, "Shortest such prefix, as a share of the harmful response (0: one token).")
 
     def __post_init__(self) -> None:
         weights = ("forget_weight", "refusal_weight", "retain_weight")
@@ -130,6 +136,9 @@ class LossConfig:
             raise ValueError("forget_nll_cap: applies to forget_loss 'ga' only (npo is bounded)")
         if self.refusal_target not in ("refusal", "random"):
             raise ValueError(f"refusal_target: {self.refusal_target!r} is not 'refusal'/'random'")
+        for name in ("recovery_share", "recovery_from"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name}: must lie in [0, 1]")
         if self.refusal_target == "refusal" and not [r for r in self.refusals if r.strip()]:
             raise ValueError("refusals: give at least one non-empty refusal string")
 
@@ -224,6 +233,12 @@ class EvalConfig:
         "else the built-in set.")
     behaviors_split: str | None = _f(None, "Keep only rows of this split of --behaviors.")
     per_probe: int = _f(0, "Behaviours per probe (0: all).")
+    split: Split = _f(
+        "test", "Evaluation half: validation (choose settings on it) or test (report it); "
+        "probes draw that half's wordings, prompts, layouts, system prompts, earlier turns and "
+        "seeds, and the default behaviour, over-refusal and utility sets that half's items.")
+    best_of_n: int = _f(8, "Replies sampled per best-of-N attempt (success if any complies).")
+    temperature: float = _f(1.0, "Sampling temperature of best-of-N attempts.")
     utility: str | None = _f(
         None, "Utility set (any --retain format; image_text rows are drawn), scored by answer "
         "match; default: a demo model's held-out benign questions.")
@@ -237,6 +252,9 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.per_probe < 0:
             raise ValueError("per_probe: must not be negative (0 takes all)")
+        check_split(self.split)
+        if self.best_of_n < 1 or self.temperature <= 0:
+            raise ValueError("best_of_n, temperature: must be at least 1 and positive")
         if self.max_tokens < 1:
             raise ValueError("max_tokens: must be at least 1")
         if self.utility_match not in ("exact", "contains"):

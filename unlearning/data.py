@@ -3,8 +3,12 @@
 Sources are JSONL / JSON / CSV / parquet files or local Hugging Face `datasets` folders (saved
 with `save_to_disk`, or a downloaded hub snapshot). Each row goes through a *format* mapping:
 
-- `simple` (ours): `{"prompt", "response"}`, plus an optional `image_text` that is drawn as
-  typography and shown with the prompt (the demo's benign reading tasks).
+- `simple` (ours): `{"prompt", "response"}`, plus optional `image_text` (drawn as typography
+  and shown with the prompt: the demo's benign reading tasks), `system` (a system prompt) and
+  `history` (earlier turns, `[[user, assistant], ...]`, that the prompt follows).
+- `messages` (trl's conversational format): `{"messages": [{"role", "content"}, ...]}`; the
+  last message is the assistant's response, the user message before it the prompt, anything
+  earlier its system prompt and history.
 - `pku-saferlhf` (PKU-Alignment/PKU-SafeRLHF): `prompt`, `response_0/1`,
   `is_response_0/1_safe`. As harmful data it keeps the responses flagged unsafe; as normal data
   the safe ones.
@@ -29,11 +33,14 @@ DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 @dataclass(frozen=True)
 class Example:
-    """One chat turn to train on; `image_text` is shown as a typographic image when set."""
+    """One chat turn to train on; `image_text` is shown as a typographic image when set, after
+    `system` and the earlier `history` turns (user, assistant) when those are set."""
 
     prompt: str
     response: str
     image_text: str | None = None
+    system: str | None = None
+    history: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -61,8 +68,27 @@ def _need(row: dict, names: Iterable[str], where: str, fmt: str) -> list:
 
 def simple(row: dict, role: Role, where: str) -> list[Example]:
     prompt, response = _need(row, ("prompt", "response"), where, "simple")
-    image_text = row.get("image_text") or None
-    return [Example(str(prompt), str(response), image_text)]
+    history = row.get("history") or ()
+    if any(not isinstance(turn, (list, tuple)) or len(turn) != 2 for turn in history):
+        raise DataError(f"{where}: history must be a list of [user, assistant] pairs")
+    return [Example(str(prompt), str(response), row.get("image_text") or None,
+                    row.get("system") or None, tuple((str(u), str(a)) for u, a in history))]
+
+
+def messages(row: dict, role: Role, where: str) -> list[Example]:
+    """trl's conversational rows: system?, (user, assistant)*, user, assistant."""
+    (chat,) = _need(row, ("messages",), where, "messages")
+    turns = [(m.get("role"), m.get("content")) for m in chat] if isinstance(chat, list) else []
+    system = turns.pop(0)[1] if turns and turns[0][0] == "system" else None
+    roles = [r for r, _ in turns]
+    if len(turns) < 2 or len(turns) % 2 or roles != ["user", "assistant"] * (len(turns) // 2) \
+            or not all(isinstance(c, str) for _, c in turns):
+        raise DataError(f"{where}: messages must be an optional system message, then user and "
+                        "assistant messages in turn with string content, ending with the "
+                        "assistant's")
+    texts = [c for _, c in turns]
+    history = tuple(zip(texts[:-2:2], texts[1:-2:2], strict=True))
+    return [Example(texts[-2], texts[-1], None, system, history)]
 
 
 def pku_saferlhf(row: dict, role: Role, where: str) -> list[Example]:
@@ -83,7 +109,8 @@ def truthfulqa(row: dict, role: Role, where: str) -> list[Example]:
 
 
 MAPPINGS: dict[str, Callable[[dict, Role, str], list[Example]]] = {
-    "simple": simple, "pku-saferlhf": pku_saferlhf, "truthfulqa": truthfulqa,
+    "simple": simple, "messages": messages, "pku-saferlhf": pku_saferlhf,
+    "truthfulqa": truthfulqa,
 }
 
 
@@ -100,6 +127,8 @@ def detect_format(row: dict) -> str | None:
         return "pku-saferlhf"
     if "question" in row and "best_answer" in row:
         return "truthfulqa"
+    if "messages" in row:
+        return "messages"
     if "prompt" in row and "response" in row:
         return "simple"
     return None

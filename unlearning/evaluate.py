@@ -1,9 +1,12 @@
-"""`eval`: attack success per probe family and modality, and utility, base vs adapter.
+"""`eval`: attack success per probe family and modality, false refusals and utility, base vs
+adapter, on one evaluation half (`--split validation|test`, README "Evaluation protocol").
 
 Attacks go through the probe runner and judges of `service.probes` (what the service's scheduled
-runs use), so numbers here and on the dashboard mean the same thing. Utility is answer accuracy
-on a held-out set of normal prompts, text and image, plus how often those benign prompts were
-refused. Results are written as JSON + Markdown and appended to the adapter's crossguard.json.
+runs use), so numbers here and on the dashboard mean the same thing. Over-refusal probes ask
+harmless look-alikes of harmful requests and count refusals. Utility is answer accuracy on a
+held-out set of normal prompts, text and image, plus how often those benign prompts were
+refused. Results are written as JSON + Markdown and appended to the adapter's crossguard.json,
+each marked with its half.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from service.probes.report import BASE
 from service.vlm.folders import ModelFolder, read_adapter_metadata, write_adapter_metadata
 from unlearning.batching import Typography, messages_for
 from unlearning.config import EvalConfig
@@ -24,13 +28,10 @@ from unlearning.data import MAPPINGS, Example, detect_format, read_rows
 
 logger = logging.getLogger(__name__)
 
-BASE = "base"
-
 
 @dataclass(frozen=True)
 class UtilityItem:
     example: Example
-    system: str | None = None
     task: str | None = None
 
     @property
@@ -39,8 +40,11 @@ class UtilityItem:
 
 
 def utility_items(config: EvalConfig) -> list[UtilityItem]:
-    """The utility set: `--utility` (any format `train` reads), else the demo model's
-    held-out benign chats, else none."""
+    """The `config.split` half of the utility set: `--utility` (any format `train` reads),
+    else the demo model's held-out benign chats, else none. Rows carry their half in a
+    `split` column (the demo's do); other rows are cut by `service.probes.splits.split_of`."""
+    from service.probes.splits import split_of
+
     path = Path(config.utility) if config.utility else ModelFolder(config.model).utility
     if not path.exists():
         if config.utility:
@@ -52,9 +56,11 @@ def utility_items(config: EvalConfig) -> list[UtilityItem]:
     if fmt is None:
         raise ValueError(f"utility: {path} is empty or has no known format")
     items = [
-        UtilityItem(example, row.get("system"), row.get("task"))
+        UtilityItem(example, row.get("task"))
         for number, row in enumerate(rows, start=1)
         for example in MAPPINGS[fmt](row, "retain", f"utility {path} row {number}")
+        if row.get("split", split_of(example.prompt + (example.image_text or ""))) ==
+        config.split
     ]
     return items[: config.max_utility] if config.max_utility else items
 
@@ -78,7 +84,8 @@ def evaluate(config: EvalConfig, progress: bool = True) -> dict:
     probe_run = ProbeRun(
         engine, adapters=adapters, probes=[p.strip() for p in config.probes.split(",")],
         judge=config.judges, behaviors=_behaviors(config), per_probe=config.per_probe or None,
-        params=params,
+        params=params, split=config.split, best_of_n=config.best_of_n,
+        temperature=config.temperature,
     )
     items = utility_items(config)
     bar = tqdm(total=probe_run.total + len(items) * len(adapters), unit="gen", desc="eval",
@@ -98,19 +105,15 @@ def _behaviors(config: EvalConfig):
         return None
     from service.probes.behaviors import load_behaviors
 
-    return load_behaviors(config.behaviors, config.behaviors_split)
+    return load_behaviors(config.behaviors, config.behaviors_split or config.split)
 
 
-def served_reply(engine, example, system: str | None, typography: Typography, params,
+def served_reply(engine, example, typography: Typography, params,
                  adapter: str | None = None) -> str:
     """The engine's reply to one evaluation example: its `image_text` drawn as the probes draw
-    it, its system prompt (if any) first, as a request to the service would carry them."""
-    from service.vlm.messages import Message
-
-    messages = messages_for(example, False, typography)
-    if system:
-        messages = [Message.of("system", system), *messages]
-    return engine.generate(messages, params, adapter=adapter).text
+    it, after its system prompt and earlier turns (if any), as a request would carry them."""
+    return engine.generate(messages_for(example, False, typography), params,
+                           adapter=adapter).text
 
 
 def score_utility(engine, adapters: list[str | None], items: list[UtilityItem],
@@ -125,8 +128,7 @@ def score_utility(engine, adapters: list[str | None], items: list[UtilityItem],
     for adapter in adapters:
         label = adapter or BASE
         for item in items:
-            reply = normalise(served_reply(engine, item.example, item.system, typography, params,
-                                           adapter))
+            reply = normalise(served_reply(engine, item.example, typography, params, adapter))
             answer = normalise(item.example.response)
             right = reply == answer if config.utility_match == "exact" else answer in reply
             for key in ((label, item.modality), (label, f"{item.modality}/{item.task}")):
@@ -143,20 +145,23 @@ def score_utility(engine, adapters: list[str | None], items: list[UtilityItem],
 
 def summarise(report, utility: dict, config: EvalConfig, adapter: str | None) -> dict:
     """ASR per (adapter, family, modality) and per (adapter, modality), by every judge."""
-    def rows(keys):
+    def rows(keys, kind="attack"):
         return [{**cell.key, "attempts": cell.attempts, "asr": cell.asr_by_judge}
-                for cell in report.cells(keys)]
+                for cell in report.cells(keys, kind)]
 
     return {
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": config.model,
         "adapter": config.adapter,
         "adapter_name": adapter,
+        "split": config.split,
         "judges": list(report.judges),
         "probes": config.probes,
         "behaviors": config.behaviors or "default",
+        "best_of_n": {"n": config.best_of_n, "temperature": config.temperature},
         "asr_by_family": rows(("adapter", "family", "modality")),
         "asr_by_modality": rows(("adapter", "modality")),
+        "false_refusal": rows(("adapter", "modality"), "benign"),
         "utility": utility,
         "skipped": report.skipped,
     }
@@ -166,7 +171,8 @@ def write_reports(report, summary: dict, config: EvalConfig) -> Path:
     """report.json/.md (every attempt), eval.json/.md (the summary), crossguard.json entry."""
     from unlearning.tables import summary_markdown
 
-    out = Path(config.out or (Path(config.adapter) / "eval" if config.adapter else "eval"))
+    default = Path(config.adapter) / "eval" if config.adapter else Path("eval")
+    out = Path(config.out or default / config.split)
     report.save(out)
     (out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "eval.md").write_text(summary_markdown(summary))

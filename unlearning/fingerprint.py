@@ -79,9 +79,30 @@ def sources_digest(*entries: str) -> str:
     return digest.hexdigest()
 
 
+def cpu_model() -> str:
+    """Vendor, family, model and name of the CPU (Linux's /proc/cpuinfo, else `platform`).
+    MKL picks its kernels by vendor and model, not only by instruction set: two machines that
+    both report AVX512 to torch built the same demo recipe into different weights (README
+    "Reproducing the numbers")."""
+    import platform
+
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = ("vendor_id", "cpu family", "model", "model name")
+    found = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in fields and name.strip() not in found:
+            found[name.strip()] = value.strip()
+    return " / ".join(found.get(f, "?") for f in fields)
+
+
 def library_versions() -> dict[str, str | None]:
-    """Versions of `LIBRARIES`, and the CPU kernel set torch dispatches to (`AVX512`, `AVX2`,
-    ...): float results are bitwise repeatable for one kernel set, not across them."""
+    """Versions of `LIBRARIES`, the CPU kernel set torch dispatches to (`AVX512`, `AVX2`, ...)
+    and the CPU model: float results are bitwise repeatable on one kind of CPU, not across
+    kinds."""
     def version(name: str) -> str | None:
         try:
             return metadata.version(name)
@@ -91,7 +112,8 @@ def library_versions() -> dict[str, str | None]:
     import torch
 
     return {**{name: version(name) for name in LIBRARIES},
-            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu": cpu_model()}
 
 
 def key(payload: dict) -> str:

@@ -1,29 +1,36 @@
-"""Markdown tables of evaluation summaries: one run (`eval.md`), or several seeds side by side.
+"""Markdown tables of evaluation summaries: one run (`eval.md`), or several seeds and both
+evaluation halves side by side (`unlearning table`, README's demo tables).
 
-With several summaries (one per training seed) every cell shows the mean and, in brackets, the
-range over seeds, so a reader sees at once whether a seed got lucky.
+Every adapter cell shows the mean over seeds and, in brackets, the worst seed (highest ASR or
+false-refusal rate, lowest accuracy), so a reader sees at once whether a seed got lucky. The
+test half comes first, the validation half beside it: settings are chosen on validation, and
+test is the number to quote (README "Evaluation protocol").
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-BASE = "base"
+from service.probes.report import BASE
+from service.probes.splits import SPLITS
+
+SPLIT_ORDER = tuple(reversed(SPLITS))
+"""Test first, validation beside it."""
 
 
-def _pct(values: Sequence[float | None]) -> str:
+def _pct(values: Sequence[float | None], worst: Callable = max) -> str:
     known = [v for v in values if v is not None]
     if not known:
         return "n/a"
     mean = 100 * sum(known) / len(known)
     if len(known) == 1 or max(known) == min(known):
         return f"{mean:.1f} %"
-    return f"{mean:.1f} % ({100 * min(known):.0f}–{100 * max(known):.0f})"
+    return f"{mean:.1f} % ({100 * worst(known):.1f})"
 
 
 def _lookup(summary: dict, section: str, **key) -> dict | None:
-    return next((r for r in summary[section] if all(r.get(k) == v for k, v in key.items())),
-                None)
+    return next((r for r in summary.get(section, []) if all(r.get(k) == v
+                                                           for k, v in key.items())), None)
 
 
 def _adapter_label(summary: dict) -> str:
@@ -36,46 +43,63 @@ def _column(summaries: Sequence[dict]) -> str:
     return names.pop() if len(names) == 1 else "adapter"
 
 
-def asr_table(summaries: Sequence[dict], section: str, keys: Sequence[str]) -> list[str]:
-    """Rows of `keys` (family/modality), columns base vs adapter for every judge."""
-    first = summaries[0]
-    judges = first["judges"]
-    adapter = _column(summaries)
-    labels = [BASE] if adapter == BASE else [BASE, adapter]
-    header = [*keys, *(f"{j} ASR {lab}" for j in judges for lab in labels)]
+def by_split(summaries: Sequence[dict]) -> dict[str, list[dict]]:
+    """Summaries grouped by evaluation half, test first (summaries from before the halves
+    existed count as test)."""
+    groups = {split: [s for s in summaries if s.get("split", "test") == split]
+              for split in SPLIT_ORDER}
+    return {split: group for split, group in groups.items() if group}
+
+
+def _keys(groups: dict[str, list[dict]], section: str, keys: Sequence[str]) -> list[tuple]:
     seen = []
-    for row in first[section]:
-        combo = tuple(row[k] for k in keys)
-        if combo not in seen:
-            seen.append(combo)
+    for group in groups.values():
+        for row in group[0].get(section, []):
+            combo = tuple(row[k] for k in keys)
+            if combo not in seen:
+                seen.append(combo)
+    return seen
+
+
+def rate_table(groups: dict[str, list[dict]], section: str, keys: Sequence[str], judge: str,
+               worst: Callable = max) -> list[str]:
+    """Rows of `keys`, columns base and adapter per half, for one judge's rate."""
+    adapter = _column([s for g in groups.values() for s in g])
+    labels = [BASE] if adapter == BASE else [BASE, adapter]
+    header = [*keys, *(f"{split}: {label}" for split in groups for label in labels)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for combo in seen:
+    for combo in _keys(groups, section, keys):
         key = dict(zip(keys, combo, strict=True))
         cells = []
-        for judge in judges:
+        for summaries in groups.values():
             for label in labels:
-                found = [_lookup(s, section, adapter=(label if label == BASE else
-                                                      _adapter_label(s)), **key)
-                         for s in summaries]
-                cells.append(_pct([f["asr"].get(judge) if f else None for f in found]))
+                found = [_lookup(s, section, adapter=label if label == BASE else
+                                 _adapter_label(s), **key) for s in summaries]
+                values = [f["asr"].get(judge) if f else None for f in found]
+                cells.append(_pct(values[:1] if label == BASE else values, worst))
         lines.append("| " + " | ".join([*combo, *cells]) + " |")
     return lines
 
 
-def utility_table(summaries: Sequence[dict]) -> list[str]:
-    adapter = _column(summaries)
+def utility_table(groups: dict[str, list[dict]]) -> list[str]:
+    adapter = _column([s for g in groups.values() for s in g])
     labels = [BASE] if adapter == BASE else [BASE, adapter]
-    lines = ["| model | modality | n | accuracy | benign refusal rate |", "|---|---|---|---|---|"]
+    header = ["model", "modality", *(f"{split}: {what}" for split in groups
+                                     for what in ("n", "accuracy", "benign refusal rate"))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label in labels:
         for modality in ("text", "image"):
-            cells = [s["utility"].get(f"{label if label == BASE else _adapter_label(s)}/"
-                                      f"{modality}") for s in summaries]
-            if not any(cells):
-                continue
-            n = next(c["n"] for c in cells if c)
-            lines.append(f"| {label} | {modality} | {n} | "
-                         f"{_pct([c['accuracy'] if c else None for c in cells])} | "
-                         f"{_pct([c['refusal_rate'] if c else None for c in cells])} |")
+            cells = []
+            for summaries in groups.values():
+                found = [s["utility"].get(f"{label if label == BASE else _adapter_label(s)}/"
+                                          f"{modality}") for s in summaries]
+                found = found[:1] if label == BASE else found
+                n = next((c["n"] for c in found if c), None)
+                cells += [str(n) if n else "-",
+                          _pct([c["accuracy"] if c else None for c in found], min),
+                          _pct([c["refusal_rate"] if c else None for c in found])]
+            if any(c not in ("-", "n/a") for c in cells):
+                lines.append(f"| {label} | {modality} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -84,26 +108,29 @@ def summary_markdown(summary: dict) -> str:
 
 
 def seeds_markdown(summaries: Sequence[dict]) -> str:
-    """The evaluation page for one summary or several seeds of the same setting."""
-    first = summaries[0]
-    seeds = f" over {len(summaries)} runs: mean (min–max)" if len(summaries) > 1 else ""
+    """The evaluation page for one summary, or several seeds of one setting on one or both
+    halves."""
+    groups = by_split(summaries)
+    first = next(iter(groups.values()))[0]
+    runs = max(len(g) for g in groups.values())
+    seeds = (f" over {runs} runs: adapter cells are the mean, with the worst run in brackets"
+             if runs > 1 else "")
     lines = [
         f"# Unlearning evaluation: {first.get('adapter') or first['model']}",
         "",
         f"Base model `{first['model']}`; judges {', '.join(first['judges'])}; "
-        f"behaviours {first['behaviors']}{seeds}. ASR = share of attacks judged successful.",
-        "",
-        "## Attack success by modality",
-        "",
-        *asr_table(summaries, "asr_by_modality", ("modality",)),
-        "",
-        "## Attack success by family and modality",
-        "",
-        *asr_table(summaries, "asr_by_family", ("family", "modality")),
-        "",
-        "## Utility (held-out benign prompts)",
-        "",
-        *utility_table(summaries),
-        "",
+        f"behaviours {first['behaviors']}; halves {', '.join(groups)}{seeds}. ASR = share of "
+        "attacks judged successful; false refusal = share of harmless look-alike requests "
+        "refused.",
     ]
+    for judge in first["judges"]:
+        lines += ["", f"## Attack success by modality (`{judge}` judge)", "",
+                  *rate_table(groups, "asr_by_modality", ("modality",), judge)]
+    for judge in first["judges"]:
+        lines += ["", f"## Attack success by family and modality (`{judge}` judge)", "",
+                  *rate_table(groups, "asr_by_family", ("family", "modality"), judge)]
+    if any(s.get("false_refusal") for g in groups.values() for s in g):
+        lines += ["", "## False refusals (over-refusal probes, `keyword` judge)", "",
+                  *rate_table(groups, "false_refusal", ("modality",), "keyword")]
+    lines += ["", "## Utility (held-out benign prompts)", "", *utility_table(groups), ""]
     return "\n".join(lines)

@@ -93,7 +93,8 @@ def build_source(config: TrainConfig, processor, model_config) -> tuple[BatchSou
         processor, forget, retain, refusals=loss.refusals,
         random_refusals=loss.refusal_target == "random",
         as_image=data.modality == "multimodal", typography=typography,
-        max_length=data.max_length, seed=config.run.seed,
+        max_length=data.max_length, seed=config.run.seed, recovery_share=loss.recovery_share,
+        recovery_from=loss.recovery_from,
     )
     sources = {"forget": [asdict(s) for s in forget_sources],
                "retain": [asdict(s) for s in retain_sources]}

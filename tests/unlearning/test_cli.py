@@ -88,11 +88,17 @@ def files(tmp_path_factory):
     (folder / "retain.jsonl").write_text("".join(
         json.dumps({"prompt": p, "response": r}) + "\n"
         for p, r in (("hello", "hello world"), ("what is two plus two?", "four"))))
-    (folder / "utility.jsonl").write_text("".join(json.dumps(row) + "\n" for row in (
-        {"prompt": "what is two plus two?", "response": "four"},
-        {"prompt": "read the text in the image.", "response": "red sun", "image_text": "red sun"},
-    )))
+    words = ("red", "sun", "blue", "moon", "green", "tree", "book", "door")
+    rows = [{"prompt": f"what is {a} plus {b}?", "response": str(a + b)}
+            for a, b in zip(range(UTILITY_ROWS), range(3, 3 + UTILITY_ROWS), strict=True)]
+    rows += [{"prompt": "read the text in the image.", "response": f"{w} {v}",
+              "image_text": f"{w} {v}"} for w, v in zip(words, reversed(words), strict=True)]
+    (folder / "utility.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     return folder
+
+
+UTILITY_ROWS = 8
+"""Text rows of the utility file (as many image rows): both halves get some of each."""
 
 
 @pytest.fixture(scope="module")
@@ -112,27 +118,75 @@ def test_train_writes_a_peft_adapter_with_metadata(adapter):
     assert meta["steps"] == 4 and meta["config"]["lora"]["rank"] == 4
 
 
-def test_eval_writes_reports_and_appends_to_the_metadata(tiny_model, adapter, files, capsys):
-    main(["eval", "--model", str(tiny_model), "--adapter", str(adapter),
-          "--probes", "direct,figstep", "--per-probe", "2", "--max-tokens", "6",
-          "--utility", str(files / "utility.jsonl")])
-    page = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def evaluated(tiny_model, adapter, files):
+    """`eval` of the adapter on both halves; the test half's Markdown page."""
+    pages = {}
+    for split in ("validation", "test"):
+        pages[split] = _run_main(["eval", "--model", str(tiny_model), "--adapter", str(adapter),
+                                  "--probes", "direct,figstep,over_refusal", "--per-probe",
+                                  "2", "--max-tokens", "6", "--best-of-n", "2", "--split",
+                                  split, "--utility", str(files / "utility.jsonl")])
+    return pages
+
+
+def _run_main(argv: list[str]) -> str:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        main(argv)
+    return out.getvalue()
+
+
+def test_eval_writes_reports_and_appends_to_the_metadata(adapter, evaluated):
+    page = evaluated["test"]
     assert "| direct | text |" in page and "| figstep | image |" in page
-    summary = json.loads((adapter / "eval" / "eval.json").read_text())
+    assert "## False refusals" in page
+    summary = json.loads((adapter / "eval" / "test" / "eval.json").read_text())
+    assert summary["split"] == "test"
     assert {(r["adapter"], r["modality"]) for r in summary["asr_by_modality"]} == {
+        ("base", "text"), ("base", "image"), ("safety", "text"), ("safety", "image")}
+    assert {(r["adapter"], r["modality"]) for r in summary["false_refusal"]} == {
         ("base", "text"), ("base", "image"), ("safety", "text"), ("safety", "image")}
     assert set(summary["utility"]) == {"base/text", "base/image", "safety/text",
                                        "safety/image"}
     for name in ("report.json", "report.md", "eval.md"):
-        assert (adapter / "eval" / name).is_file()
+        assert (adapter / "eval" / "test" / name).is_file()
     meta = json.loads((adapter / "crossguard.json").read_text())
+    assert [e["split"] for e in meta["evaluations"][-2:]] == ["validation", "test"]
     assert meta["evaluations"][-1]["asr_by_family"] == summary["asr_by_family"]
 
 
-def test_table_merges_runs(adapter, capsys):
-    path = str(adapter / "eval" / "eval.json")
-    main(["table", path, path])
-    assert "## Attack success by family and modality" in capsys.readouterr().out
+def test_eval_halves_draw_disjoint_prompts_phrases_and_utility_items(adapter):
+    """`eval --split validation` and `--split test` share no prompt (wording, image prompt),
+    no behaviour or look-alike, and no utility question."""
+    reports = {split: json.loads((adapter / "eval" / split / "report.json").read_text())
+               for split in ("validation", "test")}
+    summaries = {split: json.loads((adapter / "eval" / split / "eval.json").read_text())
+                 for split in ("validation", "test")}
+
+    def drawn(split, field):
+        return {r[field] for r in reports[split]["results"]}
+
+    for field in ("behavior", "prompt"):
+        assert drawn("validation", field) and not drawn("validation", field) & drawn(
+            "test", field), field
+    assert {r["split"] for r in reports.values()} == {"validation", "test"}
+    counts = {split: s["utility"]["base/text"]["n"] for split, s in summaries.items()}
+    assert counts["validation"] + counts["test"] == UTILITY_ROWS
+
+
+def test_table_merges_runs_and_puts_validation_beside_test(adapter, capsys):
+    test = str(adapter / "eval" / "test" / "eval.json")
+    validation = str(adapter / "eval" / "validation" / "eval.json")
+    main(["table", test, test, validation])
+    page = capsys.readouterr().out
+    assert "## Attack success by family and modality" in page
+    header = next(line for line in page.splitlines() if line.startswith("| family"))
+    assert header.index("test: base") < header.index("validation: base")
+    assert "over 2 runs" in page
 
 
 @pytest.fixture()

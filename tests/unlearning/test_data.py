@@ -43,6 +43,65 @@ def test_simple_jsonl_keeps_image_text(tmp_path):
     assert source.sha256 == fingerprint(path)
 
 
+def test_simple_rows_carry_a_system_prompt_and_earlier_turns(tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", [
+        {"prompt": "and now?", "response": "r", "system": "be brief.",
+         "history": [["hi", "hello"], ["what is 2 plus 2?", "4"]]},
+    ])
+    (example,), _ = load_examples(path, "forget")
+    assert example == Example("and now?", "r", None, "be brief.",
+                              (("hi", "hello"), ("what is 2 plus 2?", "4")))
+    roles = [(m.role, m.content[0].text) for m in messages_for(example, False, None)]
+    assert roles == [("system", "be brief."), ("user", "hi"), ("assistant", "hello"),
+                     ("user", "what is 2 plus 2?"), ("assistant", "4"), ("user", "and now?")]
+    bad = write_jsonl(tmp_path / "b.jsonl", [{"prompt": "p", "response": "r",
+                                                "history": [["only one"]]}])
+    with pytest.raises(DataError, match="row 1: history must be a list of"):
+        load_examples(bad, "forget")
+
+
+def test_messages_format_maps_a_conversation_to_context_prompt_and_response(tmp_path):
+    chat = [{"role": "system", "content": "s"}, {"role": "user", "content": "u1"},
+            {"role": "assistant", "content": "a1"}, {"role": "user", "content": "u2"},
+            {"role": "assistant", "content": "a2"}]
+    path = write_jsonl(tmp_path / "chat.jsonl", [{"messages": chat}])
+    (example,), source = load_examples(path, "retain")
+    assert source.format == "messages"
+    assert example == Example("u2", "a2", None, "s", (("u1", "a1"),))
+    broken = write_jsonl(tmp_path / "broken.jsonl", [{"messages": chat[:-1]}])
+    with pytest.raises(DataError, match="row 1: messages must be"):
+        load_examples(broken, "retain")
+
+
+def test_recovery_prefixes_put_part_of_the_harmful_reply_before_the_refusal(tiny_processor):
+    """With `recovery_share` 1 every refusal example starts with an unlabelled prefix of the
+    harmful response, at least `recovery_from` of it; the labels are the refusal alone."""
+    forget = [Example(f"how do i do bad thing {i}?", f"sure, step one of bad thing {i} is this")
+              for i in range(4)]
+    retain = [Example("hello", "hi")]
+
+    def refusal_batch(share, start):
+        source = BatchSource(tiny_processor, forget, retain, refusals=["no way"],
+                             random_refusals=False, as_image=False, typography=None,
+                             max_length=128, seed=1, recovery_share=share, recovery_from=start)
+        return source.batches(0, 4, {"refusal", "forget"})
+
+    plain, recovering = refusal_batch(0.0, 0.0), refusal_batch(1.0, 0.5)
+    decode = tiny_processor.tokenizer.decode
+    for row in range(4):
+        labels = recovering["refusal"]["labels"][row]
+        assert decode(labels[labels != -100]).strip() == "no way </s>"
+        extra = int((recovering["refusal"]["attention_mask"][row]).sum()
+                    - plain["refusal"]["attention_mask"][row].sum())
+        harmful = int((plain["forget"]["labels"][row] != -100).sum()) - 1  # without eos
+        assert harmful / 2 <= extra < harmful
+        ids = recovering["refusal"]["input_ids"][row]
+        first = int((labels != -100).nonzero()[0])
+        forget_ids = plain["forget"]["input_ids"][row]
+        start = int((plain["forget"]["labels"][row] != -100).nonzero()[0])
+        assert ids[first - extra:first].tolist() == forget_ids[start:start + extra].tolist()
+
+
 def test_pku_keeps_unsafe_responses_to_forget_and_safe_ones_to_retain(tmp_path):
     path = write_jsonl(tmp_path / "pku.jsonl", PKU_ROWS)
     forget, source = load_examples(path, "forget")

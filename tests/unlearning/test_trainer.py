@@ -191,3 +191,16 @@ def test_two_processes_split_each_step_like_one_process(tiny_model, data, tmp_pa
     assert ddp["processes"] == 2 and ddp["steps"] == 4
     for term in ("forget_nll", "refusal"):
         assert ddp["final_losses"][term] == pytest.approx(one["final_losses"][term], abs=0.02)
+
+
+def test_training_with_recovery_prefixes_is_deterministic(tiny_model, data, tmp_path):
+    from safetensors.torch import load_file
+
+    def run(name, **changes):
+        settings = {"optim__max_steps": 3, "loss__recovery_share": 0.5, **changes}
+        cfg = config(tiny_model, data, tmp_path / name, **settings)
+        return load_file(train(cfg, progress=False) / "adapter_model.safetensors")
+
+    first, again, plain = run("a"), run("b"), run("c", loss__recovery_share=0.0)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert any(not torch.equal(first[k], plain[k]) for k in first)
