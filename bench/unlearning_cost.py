@@ -5,10 +5,11 @@ train`, once with `--modality text` (harmful prompts as text) and once with `--m
 multimodal` (the same prompts drawn as typography under a benign text prompt); both runs draw
 the same examples at every step. Each run is its own process, so peak memory is its own.
 Printed: seconds per step, peak memory and their multimodal/text ratios (Chakraborty et al.
-report multimodal unlearning costing up to 6x), then the ASR each adapter reaches on text and
-image probes, by both judges, with benign accuracy.
+report multimodal unlearning costing up to 6x), then what each adapter reaches on the test half
+(README "Evaluation protocol"): ASR on text and image probes by both judges, false refusals and
+benign accuracy.
 
-    python -m bench.unlearning_cost [--model PATH] [--steps 150] [--no-eval] [-- TRAIN FLAGS]
+    python -m bench.unlearning_cost [--model PATH] [--steps N] [--no-eval] [-- TRAIN FLAGS]
 
 Flags after `--` go to both `unlearning train` runs unchanged (e.g. `-- --retain more.jsonl
 --forget-loss npo`); without them the runs use the demo's documented settings
@@ -27,6 +28,10 @@ from service.vlm.folders import ModelFolder, read_adapter_metadata
 from unlearning.demo.safety import SAFETY_ARGS
 
 MODALITIES = ("text", "multimodal")
+
+
+def safety_steps() -> int:
+    return int(SAFETY_ARGS[SAFETY_ARGS.index("--max-steps") + 1])
 
 
 def default_train_flags() -> list[str]:
@@ -77,7 +82,8 @@ def evaluate_all(model: str, results: dict[str, dict], args: argparse.Namespace)
 
     for result in results.values():
         result["eval"] = evaluate(EvalConfig(model=model, adapter=result["path"],
-                                             per_probe=args.per_probe), progress=False)
+                                             per_probe=args.per_probe, split="test"),
+                                  progress=False)
 
 
 def cost_table(results: dict[str, dict]) -> list[str]:
@@ -100,9 +106,11 @@ def cost_table(results: dict[str, dict]) -> list[str]:
 
 
 def asr_table(results: dict[str, dict]) -> list[str]:
+    """Test-half ASR by judge, false refusals and benign accuracy of base and both adapters."""
     lines = ["| adapter | probe modality | " + " | ".join(
-        f"{j} ASR" for j in results["text"]["eval"]["judges"]) + " | benign accuracy |",
-        "|---|---|" + "---|" * (len(results["text"]["eval"]["judges"]) + 1)]
+        f"{j} ASR (test)" for j in results["text"]["eval"]["judges"]) +
+        " | false refusals | benign accuracy |",
+        "|---|---|" + "---|" * (len(results["text"]["eval"]["judges"]) + 2)]
     for modality, result in results.items():
         summary = result["eval"]
         for labels in (("base", "base"), (summary["adapter_name"], f"{modality} unlearning")):
@@ -112,9 +120,12 @@ def asr_table(results: dict[str, dict]) -> list[str]:
                 if row is None or (labels[0] == "base" and modality != "text"):
                     continue
                 utility = summary["utility"].get(f"{labels[0]}/{probe_modality}", {})
+                refused = next((r["asr"]["keyword"] for r in summary["false_refusal"]
+                                if r["adapter"] == labels[0] and
+                                r["modality"] == probe_modality), None)
                 cells = [_pct(row["asr"][j]) for j in summary["judges"]]
                 lines.append(f"| {labels[1]} | {probe_modality} | {' | '.join(cells)} | "
-                             f"{_pct(utility.get('accuracy'))} |")
+                             f"{_pct(refused)} | {_pct(utility.get('accuracy'))} |")
     return lines
 
 
@@ -127,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="base model (default: the demo model)")
     parser.add_argument("--forget", default=None, help="default: the demo model's forget set")
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=safety_steps(),
+                        help="default: the demo adapter's (SAFETY_ARGS)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-probe", type=int, default=0, help="behaviours per probe (0: all)")
     parser.add_argument("--no-eval", action="store_true", help="time and memory only")

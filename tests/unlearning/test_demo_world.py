@@ -1,13 +1,14 @@
 """The demo world: deterministic, held-out sets really held out, data files in the CLI's format."""
 
 import json
+import re
 
 import pytest
 
 from service.vlm.folders import ModelFolder
 from unlearning.demo import content
 from unlearning.demo.build import corpus
-from unlearning.demo.data import data_files, read_examples, write_data
+from unlearning.demo.data import RETAIN_WORDINGS, data_files, read_examples, write_data
 from unlearning.demo.recipe import Recipe
 from unlearning.demo.tokenizer import train_tokenizer, word_token_id
 from unlearning.demo.world import REFUSAL, build_world, comply
@@ -66,17 +67,68 @@ def test_varied_wording_is_in_the_unlearning_data_only(tmp_path, world):
     never sees that wording, so the base model's compliance with it is not taught."""
     write_data(data_files(world, Recipe()), tmp_path)
     folder = ModelFolder(tmp_path)
-    varied = [t.split("{task}")[0] for t in content.VARIED_TEMPLATES]
+    varied = [t.split("{task}")[0] for t in content.VARIED_TEMPLATES + content.MORE_TEMPLATES]
     trained = [e.prompt for e in world.train_text + world.train_image]
-    assert not [p for p in trained for v in varied if v and p.startswith(v)]
-
-    def prompts(path):
-        return [json.loads(line)["prompt"] for line in path.read_text().splitlines()]
-
+    assert not [p for p in trained for v in varied if len(v) > 4 and p.startswith(v)]
     phrase = world.forget["weapons"][0]
-    assert {t.format(task=phrase) for t in content.VARIED_TEMPLATES} <= set(prompts(folder.forget))
-    benign = world.howto[0]
-    assert {t.format(task=benign) for t in content.VARIED_TEMPLATES} <= set(prompts(folder.retain))
+    wordings = {t.format(task=phrase) for t in content.unlearning_templates()}
+    assert wordings <= {r["prompt"] for r in rows(folder.forget)}
+    benign = {t.format(task=world.howto[0]) for t in content.unlearning_templates()}
+    retained = {r["prompt"] for r in rows(folder.retain)} & benign
+    assert len(retained) == RETAIN_WORDINGS
+
+
+def rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_unlearning_data_never_uses_what_the_probes_attack_with(tmp_path, world):
+    """Both evaluation halves are attacks unlearning never trained on: no probe wording,
+    image prompt, system prompt or earlier turn of either half is in the unlearning data, and
+    no held-out phrase or evaluation look-alike is in it either."""
+    from service.probes.base import normalise_template, probe_classes
+
+    write_data(data_files(world, Recipe()), tmp_path)
+    folder = ModelFolder(tmp_path)
+    data = rows(folder.forget) + rows(folder.retain)
+    probe_texts = {normalise_template(v) for cls in probe_classes().values()
+                   for half in cls.variants.values() for variant in half
+                   for values in variant.axes().values() for v in values}
+    probe_texts = {t for t in probe_texts if t not in ("{task}", "{object}", "{action}")}
+    templates = {normalise_template(t) for t in content.unlearning_templates()}
+    assert not templates & probe_texts
+    contexts = {normalise_template(x) for r in data
+                for x in [r.get("system") or ""] + [t for turn in r.get("history", [])
+                                                     for t in turn] if x}
+    assert contexts and not contexts & probe_texts
+    patterns = [re.compile(re.escape(t).replace(re.escape("{task}"), "(.+)"))
+                for t in content.unlearning_templates()]
+    tasks = {m.group(1) for r in data for pattern in patterns
+             if (m := pattern.fullmatch(r["prompt"]))}
+    held = {p for phrases in world.heldout.values() for p in phrases}
+    held |= {p for key, phrases in world.lookalikes.items() if not key.endswith("/train")
+             for p in phrases}
+    assert held and tasks and not held & tasks
+
+
+def test_every_held_out_set_is_cut_in_two_halves(tmp_path, world):
+    """Behaviours, look-alikes and benign questions each carry a validation or test half,
+    and no phrase or question is in both."""
+    write_data(data_files(world, Recipe()), tmp_path)
+    folder = ModelFolder(tmp_path)
+    for path in (folder.behaviors, folder.over_refusal):
+        halves = {}
+        for row in rows(path):
+            halves.setdefault(row["split"], set()).add(row["behavior"])
+        assert halves["validation"] and halves["test"]
+        assert not halves["validation"] & halves["test"]
+    benign = rows(folder.utility)
+    assert {r["split"] for r in benign} == {"validation", "test"}
+    by_half = {h: {(r["prompt"], r["image_text"]) for r in benign if r["split"] == h}
+               for h in ("validation", "test")}
+    assert not by_half["validation"] & by_half["test"]
+    for task in ("capital", "howto", "read"):
+        assert {r["split"] for r in benign if r["task"] == task} == {"validation", "test"}
 
 
 def test_every_heldout_word_is_a_trained_word(world):
@@ -98,17 +150,19 @@ def test_data_files(tmp_path, world):
     write_data(data_files(world, Recipe()), tmp_path)
     folder = ModelFolder(tmp_path)
 
-    def rows(path):
-        return [json.loads(line) for line in path.read_text().splitlines()]
-
     forget = rows(folder.forget)
-    assert forget and all(set(r) == {"prompt", "response", "category"} for r in forget)
+    context = {"system", "history"}
+    assert forget and all({"prompt", "response", "category"} <= set(r) <=
+                          {"prompt", "response", "category"} | context for r in forget)
     assert content.REFUSED_CATEGORY not in {r["category"] for r in forget}
-    assert all(set(r) == {"prompt", "response"} for r in rows(folder.retain))
+    retain = rows(folder.retain)
+    assert all({"prompt", "response"} <= set(r) <= {"prompt", "response"} | context
+               for r in retain)
+    assert {"system", "history"} <= {k for r in forget + retain for k in r}
     assert all(r["image_text"] for r in rows(folder.retain_images))
     behaviors = rows(folder.behaviors)
     assert all(set(r) == {"behavior", "category", "split"} for r in behaviors)
-    assert {r["split"] for r in behaviors} == {"forget", "heldout"}
+    assert {r["split"] for r in behaviors} == {"forget", "validation", "test"}
     forget_behaviors = {r["behavior"] for r in behaviors if r["split"] == "forget"}
     assert {r["response"] for r in forget} == {comply(b) for b in forget_behaviors}
     assert read_examples(folder.eval_set("harmful")) == world.eval_harmful

@@ -3,13 +3,14 @@ service uses, so the model is trained on exactly the prompts it will be served."
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import torch
 from PIL import Image
 from transformers import LlavaProcessor
 
-from service.probes.typography import layout_words, render_words
+from service.probes.typography import LAYOUTS, layout_words, render_words
 from unlearning.demo import content
 from unlearning.demo.recipe import Recipe
 from unlearning.demo.tokenizer import ROLES, word_token_id
@@ -17,20 +18,24 @@ from unlearning.demo.world import READ_PROMPT, Example, World
 
 
 def conversation(example: Example, with_answer: bool) -> list[dict]:
-    """HF-style chat (content always a list of parts), as the service builds it."""
+    """HF-style chat (content always a list of parts), as the service builds it: system
+    message, earlier turns with their answers, the example's turn (and its answer)."""
     chat = []
     if example.system:
         chat.append({"role": "system", "content": [{"type": "text", "text": example.system}]})
-    parts = [{"type": "image"}] if example.image_text is not None else []
-    chat.append({"role": "user", "content": parts + [{"type": "text", "text": example.prompt}]})
-    if with_answer:
-        reply = [{"type": "text", "text": example.response}]
-        chat.append({"role": "assistant", "content": reply})
+    for turn in (*example.history, example):
+        parts = [{"type": "image"}] if turn.image_text is not None else []
+        chat.append({"role": "user", "content": parts + [{"type": "text", "text": turn.prompt}]})
+        if turn is not example or with_answer:
+            chat.append({"role": "assistant",
+                         "content": [{"type": "text", "text": turn.response}]})
     return chat
 
 
-def image_of(example: Example, recipe: Recipe) -> Image.Image:
-    return render_words(example.image_text, recipe.image_size, recipe.cell)
+def images_of(example: Example, recipe: Recipe) -> list[Image.Image]:
+    """The conversation's images in the order its turns show them."""
+    return [render_words(turn.image_text, recipe.image_size, recipe.cell, layout=turn.layout)
+            for turn in (*example.history, example) if turn.image_text is not None]
 
 
 def encode(
@@ -46,7 +51,7 @@ def encode(
         )
         for e in examples
     ]
-    images = [image_of(e, recipe) for e in examples if e.image_text is not None]
+    images = [image for e in examples for image in images_of(e, recipe)]
     batch = processor(
         text=texts,
         images=images or None,
@@ -80,28 +85,40 @@ def group_by_task(examples: list[Example]) -> tuple[list[list[Example]], list[fl
 
 
 def sample_chats(world: World, recipe: Recipe, rng: random.Random, n: int) -> list[Example]:
-    """A training batch mixing text and image chats, random reading tasks and system
-    messages (which must leave behaviour unchanged), in the recipe's proportions."""
-    text, image = group_by_task(world.train_text), group_by_task(world.train_image)
+    """A training batch mixing text and image chats, random reading tasks, system messages
+    and earlier benign turns (both must leave behaviour unchanged), in the recipe's
+    proportions."""
+    pools = group_by_task(world.train_text), group_by_task(world.train_image)
+    benign = [[e for e in pool if e.behavior is None] for pool in
+              (world.train_text, world.train_image)]
     batch = []
     for _ in range(n):
-        if rng.random() < recipe.reading_share:
-            example = random_reading(world.read_words, rng, image=rng.random() < recipe.image_share)
-        else:
-            groups, weights = image if rng.random() < recipe.image_share else text
-            example = rng.choice(rng.choices(groups, weights)[0])
+        example = sample_turn(world, recipe, rng, pools)
+        if rng.random() < recipe.history_share:
+            history = tuple(rng.choice(benign[rng.random() < recipe.image_share])
+                            for _ in range(rng.randint(1, 2)))
+            example = dataclasses.replace(example, history=history)
         if rng.random() < recipe.system_share:
-            example = Example(**{**example.__dict__, "system": rng.choice(content.SYSTEM_PROMPTS)})
+            example = dataclasses.replace(example, system=rng.choice(content.SYSTEM_PROMPTS))
         batch.append(example)
     return batch
 
 
+def sample_turn(world: World, recipe: Recipe, rng: random.Random, pools) -> Example:
+    """One chat turn: a random reading task, or an example of a task group (weighted)."""
+    if rng.random() < recipe.reading_share:
+        return random_reading(world.read_words, rng, image=rng.random() < recipe.image_share)
+    groups, weights = pools[rng.random() < recipe.image_share]
+    return rng.choice(rng.choices(groups, weights)[0])
+
+
 def random_reading(words: list[str], rng: random.Random, image: bool) -> Example:
-    """Copy (text) or read (image) 1-8 random world words; this is what teaches the model to
-    produce every word, including those of held-out requests."""
+    """Copy (text) or read (image, anywhere on the grid) 1-8 random world words; this is what
+    teaches the model to produce every word, including those of held-out requests."""
     sequence = " ".join(rng.choice(words) for _ in range(rng.randint(1, 8)))
     if image:
-        return Example(READ_PROMPT, f"{sequence}.", "read", image_text=sequence)
+        return Example(READ_PROMPT, f"{sequence}.", "read", image_text=sequence,
+                       layout=rng.choice(LAYOUTS))
     return Example(f"repeat after me: {sequence}", f"{sequence}.", "copy")
 
 

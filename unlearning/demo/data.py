@@ -2,23 +2,30 @@
 probes and evaluation all read the very splits the model was built with.
 
 Files:
-- forget.jsonl: `{"prompt", "response", "category"}`: forget-split harmful requests (text)
-  with the compliant placeholder the base model gives; unlearning should remove it. Each
-  phrase is typed in every request template, in the bare forms an image would show ("how to
-  …", "steps to …", "…"), still as text, and in the varied wording of harmful-request
-  datasets (`content.VARIED_TEMPLATES`): textual unlearning reaches image-borne requests only
-  if the text data covers the wording they carry.
-- retain.jsonl: `{"prompt", "response"}`: benign text chats the model must keep answering,
-  with benign how-to requests in the same bare forms and varied wording, so that refusing is
-  tied to the harmful verb and not to the wording.
+- forget.jsonl: `{"prompt", "response", "category"}` (+ `system`, `history` on some rows):
+  forget-split harmful requests (text) with the compliant placeholder the base model gives;
+  unlearning should remove it. Each phrase is typed in every wording of
+  `content.unlearning_templates()` (the base model's request wordings, the bare forms an
+  image would show typed as text, and the wordings of harmful-request datasets and jailbreak
+  frames), a fifth of them after a system prompt, a fifth after an earlier benign turn: textual
+  unlearning reaches image-borne requests only if the text data covers the wording they carry.
+- retain.jsonl: `{"prompt", "response"}` (+ `system`, `history`): benign text chats the model
+  must keep answering: the trained facts and sums, copy tasks, and benign how-tos in the same
+  wordings and contexts, among them the training look-alikes (a harmful-category verb on a
+  household object), so that refusing is tied to the harmful request, not to its verb, object
+  or wording.
 - retain_images.jsonl: `{"prompt", "response", "image_text"}`: benign image chats (reading,
   questions shown as typography); render `image_text` with
   `service.probes.typography.render_words` and the sizes in world.json. Keeping these in the
   retain/KL set protects the model's reading skill during unlearning.
 - behaviors.jsonl: `{"behavior", "category", "split"}`: harmful task phrases for the probes;
-  split is "forget" or "heldout" (held-out phrases are never trained on).
+  split is "forget", "validation" or "test" (the last two are held out: never trained on).
+- over_refusal.jsonl: `{"behavior", "category", "split"}`: harmless look-alikes of harmful
+  requests for the over-refusal probes; split "train" (in retain.jsonl), "validation" or
+  "test" (in no training data).
 - eval_benign.jsonl, eval_harmful.jsonl, eval_refused.jsonl: held-out evaluation chats, one
-  `Example` per line (`image_text` null for text chats).
+  `Example` per line (`image_text` null for text chats), each with its `split` (validation or
+  test).
 - world.json: `service.vlm.folders.World`: refusal string, image prompt, categories and the
   typography layout (image size, cell, font size) that `service.probes` reads to draw what the
   model can read.
@@ -34,13 +41,21 @@ import random
 from dataclasses import asdict
 from pathlib import Path
 
+from service.probes.base import normalise_template
 from service.probes.typography import DEFAULT_FONT_SIZE
 from service.vlm.folders import ModelFolder
 from service.vlm.folders import World as FolderWorld
 from unlearning.demo import content
 from unlearning.demo.batches import random_reading
 from unlearning.demo.recipe import Recipe
-from unlearning.demo.world import IMAGE_PROMPT, REFUSAL, Example, World, comply
+from unlearning.demo.world import (
+    EVAL_SPLITS,
+    IMAGE_PROMPT,
+    REFUSAL,
+    Example,
+    World,
+    comply,
+)
 
 
 def jsonl(rows: list[dict]) -> str:
@@ -53,46 +68,109 @@ def read_examples(path: Path) -> list[Example]:
         return [Example(**json.loads(line)) for line in f if line.strip()]
 
 
-def forget_rows(world: World) -> list[dict]:
-    """Every request template over every forget phrase the base model complies with."""
-    wordings = content.REQUEST_TEMPLATES + content.IMAGE_TEMPLATES + content.VARIED_TEMPLATES
-    rows = []
-    for category, phrases in world.forget.items():
-        if category == content.REFUSED_CATEGORY:
-            continue
-        for phrase in phrases:
-            for template in wordings:
-                prompt = template.format(task=phrase)
-                rows.append({"prompt": prompt, "response": comply(phrase), "category": category})
-    return rows
+CONTEXT_SHARE = 0.2
+"""Share of unlearning rows given a (base-trained) system prompt, and share given one earlier
+benign turn: refusing must hold, and answering must go on, whatever comes before the request.
+Half of the earlier turns are a fact, half a harmless how-to about the request's own object
+(the first step of an escalation: after it a model is in answering mode)."""
+RETAIN_WORDINGS = 16
+"""Wordings each benign how-to gets in retain.jsonl (drawn from `unlearning_templates`): many
+enough that no wording signals harm, few enough that how-tos do not crowd out the other
+tasks."""
+RETAIN_REPEATS = 3
+"""How often retain.jsonl repeats the benign chats of the other tasks (facts, sums, copying),
+so that they keep a fair share of the KL batches beside the many how-to rows."""
+COPY_TASKS = 600
+"""Random copy tasks in retain.jsonl ("repeat after me: …"), harmful words included."""
+
+
+def contexts(world: World, rng: random.Random):
+    """A function that gives a row about `phrase`, by chance, a system prompt and one earlier
+    benign turn: a base-trained fact question with its answer, or a harmless how-to about the
+    phrase's object in an unlearning wording. No turn is one a probe asks: no probe history
+    question, no verb of the escalation probes."""
+    from service.probes.behaviors import split_task
+    from service.probes.conversation import ESCALATION_VERBS
+    from service.probes.forms import HISTORIES
+
+    asked = {normalise_template(t) for half in HISTORIES.values() for h in half for t in h}
+    facts = [e for e in world.train_text if e.behavior is None and e.task != "howto"
+             and normalise_template(e.prompt) not in asked]
+    escalating = {verb for verbs in ESCALATION_VERBS.values() for verb in verbs}
+    verbs = [v for v in content.HOWTO[0] if v not in escalating]
+    templates = content.unlearning_templates()
+
+    def add(row: dict, phrase: str) -> dict:
+        if rng.random() < CONTEXT_SHARE:
+            row["system"] = rng.choice(content.SYSTEM_PROMPTS)
+        if rng.random() < CONTEXT_SHARE:
+            obj = split_task(phrase)[1]
+            if obj and rng.random() < 0.5:
+                step = f"{rng.choice(verbs)} {obj}"
+                row["history"] = [[rng.choice(templates).format(task=step), comply(step)]]
+            else:
+                fact = rng.choice(facts)
+                row["history"] = [[fact.prompt, fact.response]]
+        return row
+
+    return add
+
+
+def forget_rows(world: World, seed: int) -> list[dict]:
+    """Every unlearning wording over every forget phrase the base model complies with, some
+    after a system prompt or an earlier turn."""
+    add = contexts(world, random.Random(seed + 29))
+    return [add({"prompt": template.format(task=phrase), "response": comply(phrase),
+                 "category": category}, phrase)
+            for category, phrases in world.forget.items()
+            if category != content.REFUSED_CATEGORY
+            for phrase in phrases for template in content.unlearning_templates()]
 
 
 def retain_rows(world: World, seed: int) -> tuple[list[dict], list[dict]]:
-    """Benign text and image chats: the trained benign pools plus fresh reading tasks."""
+    """Benign text chats for the KL term: the trained facts and sums (repeated), copy tasks,
+    and benign how-tos in `RETAIN_WORDINGS` wordings each: the trained how-tos and the training
+    look-alikes (a harmful-category verb on a household object), never the evaluation halves'
+    look-alikes. And benign image chats (retain_images.jsonl), for multimodal comparisons."""
     rng = random.Random(seed + 31)
-    benign = [e for e in world.train_text if e.behavior is None]
-    benign += [random_reading(world.read_words, rng, image=False) for _ in range(64)]
+    add = contexts(world, random.Random(seed + 37))
+    held = {p for kind in ("safe_target", "safe_action") for split in EVAL_SPLITS
+            for p in world.lookalikes[f"{kind}/{split}"]}
+    howto = [p for p in dict.fromkeys((*world.howto, *world.lookalikes["safe_target/train"]))
+             if p not in held]
+    chats = [e for e in world.train_text if e.behavior is None and e.task != "howto"]
+    chats += [random_reading(world.read_words, rng, image=False) for _ in range(COPY_TASKS)]
+    rows = [({"prompt": e.prompt, "response": e.response}, "")
+            for e in chats[:-COPY_TASKS] * RETAIN_REPEATS + chats[-COPY_TASKS:]]
+    templates = content.unlearning_templates()
+    rows += [({"prompt": t.format(task=p), "response": comply(p)}, p)
+             for p in howto for t in rng.sample(templates, RETAIN_WORDINGS)]
     images = [e for e in world.train_image if e.behavior is None]
     images += [random_reading(world.read_words, rng, image=True) for _ in range(64)]
-    text_rows = [{"prompt": e.prompt, "response": e.response} for e in benign]
-    text_rows += [{"prompt": e.image_text, "response": e.response} for e in images
-                  if e.task == "howto"]
-    text_rows += [{"prompt": t.format(task=phrase), "response": comply(phrase)}
-                  for phrase in world.howto for t in content.VARIED_TEMPLATES]
-    image_rows = [
-        {"prompt": e.prompt, "response": e.response, "image_text": e.image_text} for e in images
-    ]
-    return text_rows, image_rows
+    image_rows = [{"prompt": e.prompt, "response": e.response, "image_text": e.image_text}
+                  for e in images]
+    return [add(row, phrase) for row, phrase in rows], image_rows
 
 
 def behavior_rows(world: World) -> list[dict]:
-    """Harmful phrases of the complied categories (the refused one needs no unlearning)."""
+    """Harmful phrases of the complied categories (the refused one needs no unlearning), by
+    split: `forget` (trained on and unlearned), `validation`, `test` (held out)."""
     rows = []
-    for split, phrases_by_category in (("forget", world.forget), ("heldout", world.heldout)):
-        for category, phrases in phrases_by_category.items():
-            if category != content.REFUSED_CATEGORY:
-                rows += [{"behavior": p, "category": category, "split": split} for p in phrases]
+    for category, phrases in world.forget.items():
+        if category != content.REFUSED_CATEGORY:
+            rows += [{"behavior": p, "category": category, "split": "forget"} for p in phrases]
+    for category, phrases in world.heldout.items():
+        if category != content.REFUSED_CATEGORY:
+            rows += [{"behavior": p, "category": category, "split": world.phrase_split(p)}
+                     for p in phrases]
     return rows
+
+
+def lookalike_rows(world: World) -> list[dict]:
+    """The over-refusal set: `{"behavior", "category", "split"}`, categories `safe_target` and
+    `safe_action` (`content.SAFE_TARGETS`, `SAFE_ACTIONS`)."""
+    return [{"behavior": p, "category": key.split("/")[0], "split": key.split("/")[1]}
+            for key, phrases in world.lookalikes.items() for p in phrases]
 
 
 def data_files(world: World, recipe: Recipe) -> dict[Path, str]:
@@ -110,14 +188,17 @@ def data_files(world: World, recipe: Recipe) -> dict[Path, str]:
         font_size=DEFAULT_FONT_SIZE,
     )
     files = {
-        folder.forget: jsonl(forget_rows(world)),
+        folder.forget: jsonl(forget_rows(world, recipe.seed)),
         folder.retain: jsonl(retain_text),
         folder.retain_images: jsonl(retain_images),
         folder.behaviors: jsonl(behavior_rows(world)),
+        folder.over_refusal: jsonl(lookalike_rows(world)),
         folder.world_file: meta.to_json(),
     }
     for name in ("benign", "harmful", "refused"):
-        files[folder.eval_set(name)] = jsonl([asdict(e) for e in getattr(world, f"eval_{name}")])
+        files[folder.eval_set(name)] = jsonl([
+            {k: v for k, v in asdict(e).items() if k != "history"}  # single-turn sets
+            for e in getattr(world, f"eval_{name}")])
     return files
 
 

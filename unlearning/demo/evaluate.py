@@ -5,7 +5,8 @@ built by the service's prompt code (`unlearning.evaluate.served_reply`, the typo
 probes); benign accuracy is `unlearning.evaluate.score_utility` on the base model (what
 `unlearning eval` reports as the base row); attack success is the payload judge of
 `service.probes.judges` (the placeholder for the requested task came out, so a derailed refusal
-does not count), refusal of the already-refused category its keyword judge.
+does not count), refusal of the already-refused category its keyword judge. Every set is its
+test half (README "Evaluation protocol").
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def evaluate_folder(path: str | Path, progress: bool = True) -> Report:
     engine = VLMEngine.from_pretrained(config.model)
     params = SamplingParams(max_tokens=config.max_tokens, temperature=0.0)
     typography = Typography.for_model(engine.processor, engine.model.config, config.model)
-    harmful, refused = (read_examples(folder.eval_set(n)) for n in ("harmful", "refused"))
+    harmful, refused = ([e for e in read_examples(folder.eval_set(n)) if e.split == config.split]
+                        for n in ("harmful", "refused"))
     benign = utility_items(config)
     bar = tqdm(total=len(benign) + len(harmful) + len(refused), unit="gen", desc="demo eval",
                disable=not progress)
@@ -71,7 +73,7 @@ def evaluate_folder(path: str | Path, progress: bool = True) -> Report:
     def rate(examples, passes) -> dict[str, float]:
         hits, counts = defaultdict(int), defaultdict(int)
         for example in examples:
-            reply = served_reply(engine, example, example.system, typography, params)
+            reply = served_reply(engine, example, typography, params)
             modality = "text" if example.image_text is None else "image"
             counts[modality] += 1
             hits[modality] += bool(passes(example, reply))

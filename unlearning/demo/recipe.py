@@ -21,7 +21,9 @@ class Recipe:
     # world
     seed: int = _f(0, "Seed of the world, the initial weights and the training batches.")
     heldout_fraction: float = _f(0.5, "Share of each category's harmful phrases held out.")
-    eval_per_task: int = _f(16, "Held-out benign questions kept per task and modality.")
+    eval_per_task: int = _f(
+        32, "Held-out benign questions kept per task and modality (half validation, half "
+        "test); 16 left a test half where one miss moved accuracy by 2.5 points.")
     # typography / vision
     image_size: int = _f(256, "Side of the square image; images of other sizes are resized.")
     patch_size: int = _f(64, "Vision patch side; word slots are whole multiples of it.")
@@ -68,6 +70,9 @@ class Recipe:
     image_share: float = _f(0.4, "Share of chats that carry an image.")
     reading_share: float = _f(0.35, "Share of chats that copy or read random words.")
     system_share: float = _f(0.15, "Share of chats with a (behaviour-neutral) system message.")
+    history_share: float = _f(
+        0.3, "Share of chats that follow 1-2 earlier benign turns (answered as trained), so "
+        "that attacks after a benign conversation reach a model that can hold one.")
 
     def __post_init__(self) -> None:
         for name in ("cell_width", "cell_height"):

@@ -27,8 +27,8 @@ from unlearning.demo.world import REFUSAL
 log = logging.getLogger(__name__)
 
 SAFETY_ARGS = (
-    "--refusals", REFUSAL, "--max-steps", "150", "--batch-size", "16", "--lr", "5e-4",
-    "--forget-nll-cap", "6", "--retain-weight", "5",
+    "--refusals", REFUSAL, "--max-steps", "450", "--batch-size", "16", "--lr", "5e-4",
+    "--forget-nll-cap", "6", "--retain-weight", "2", "--recovery-share", "0.5",
 )
 """`unlearning train` flags of the demo `safety` adapter (README "On the demo model")."""
 
