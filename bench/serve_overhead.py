@@ -19,8 +19,10 @@ import httpx
 import torch
 
 from service.settings import ServiceSettings
-from service.vlm.engine import SamplingParams, VLMEngine
+from service.vlm.engine import VLMEngine
 from service.vlm.messages import Message
+from service.vlm.prompts import encode
+from service.vlm.protocol import SamplingParams
 from tests.e2e.server import BentoServer
 
 PROMPT = "what is two plus three ?"
@@ -45,7 +47,7 @@ def main() -> None:
     engine = VLMEngine.from_pretrained(args.model)
     params = SamplingParams(max_tokens=args.tokens, min_tokens=args.tokens, temperature=0.0)
     messages = [Message.of("user", PROMPT)]
-    inputs = engine._encode(messages, params)
+    inputs = encode(engine.processor, messages).to(engine.model.device)
     gen_kwargs = {"max_new_tokens": args.tokens, "min_new_tokens": args.tokens, "do_sample": False}
 
     def raw() -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bentoml
 from fastapi import Header, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from service.auth import require_admin, require_api_key
 from service.http import build_openai_app
@@ -16,6 +16,7 @@ from service.schemas import (
     ModelList,
 )
 from service.settings import ServiceSettings
+from service.streaming import relay
 
 settings = ServiceSettings()
 openai_app = build_openai_app(settings.max_request_bytes)
@@ -54,7 +55,11 @@ class CrossGuard:
     def chat_completions(self, request: ChatCompletionRequest,
                          authorization: str | None = Header(default=None)):
         require_api_key(settings, authorization)
-        return self.runtime.chat(request)
+        result = self.runtime.chat(request)
+        if result.events is not None:
+            return StreamingResponse(relay(result.events, result.streams),
+                                     media_type="text/event-stream", headers=result.headers)
+        return JSONResponse(result.response.model_dump(), headers=result.headers)
 
     @openai_app.post("/adapters", status_code=201)
     def load_adapter(self, request: AdapterLoadRequest,

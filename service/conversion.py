@@ -1,13 +1,19 @@
-"""From an OpenAI chat request to what the engine takes: messages, sampling params, adapter."""
+"""From an OpenAI chat request to what the engine takes (messages, sampling params, adapter),
+and from the engine's log-probabilities back to OpenAI's shape."""
 
 from __future__ import annotations
 
 from service.errors import BadRequest
 from service.images import ImageLimits, load_image
-from service.schemas import ChatCompletionRequest, ImageContentPart
+from service.schemas import (
+    ChatCompletionRequest,
+    ChoiceLogprobs,
+    ImageContentPart,
+    TokenLogprob,
+)
 from service.settings import ServiceSettings
-from service.vlm.engine import SamplingParams
 from service.vlm.messages import ImagePart, Message, TextPart
+from service.vlm.protocol import SamplingParams
 
 
 def image_limits(settings: ServiceSettings) -> ImageLimits:
@@ -53,19 +59,32 @@ def to_messages(request: ChatCompletionRequest, settings: ServiceSettings) -> li
 
 
 def to_sampling_params(request: ChatCompletionRequest, settings: ServiceSettings) -> SamplingParams:
-    max_tokens = request.requested_max_tokens or settings.default_max_tokens
-    if max_tokens > settings.max_tokens_cap:
+    """Check the request's decoding parameters against this server's limits (400 naming the
+    parameter) and turn them into engine settings."""
+    for name, value in request.unsupported.items():
+        raise BadRequest(f"parameter {name!r} is not supported by this server (got "
+                         f"{str(value)[:80]})", param=name, code="unsupported_parameter")
+    max_tokens = request.requested_max_tokens
+    if max_tokens is not None and max_tokens > settings.max_tokens_cap:
         raise BadRequest(
             f"max_tokens is {max_tokens}; this server allows at most {settings.max_tokens_cap}",
             param="max_tokens",
             code="max_tokens_exceeded",
         )
-    if request.min_tokens > max_tokens:
+    if request.min_tokens > (max_tokens or settings.default_max_tokens):
         raise BadRequest(
-            f"min_tokens ({request.min_tokens}) exceeds max_tokens ({max_tokens})",
+            f"min_tokens ({request.min_tokens}) exceeds max_tokens "
+            f"({max_tokens or settings.default_max_tokens})",
             param="min_tokens",
             code="invalid_request",
         )
+    if request.n > settings.max_batch_size:
+        raise BadRequest(f"n is {request.n}; this server decodes at most "
+                         f"{settings.max_batch_size} choices at once", param="n",
+                         code="invalid_request")
+    if request.stream_options is not None and not request.stream:
+        raise BadRequest("stream_options needs stream=true", param="stream_options",
+                         code="invalid_request")
     greedy = request.top_p == 0.0
     return SamplingParams(
         max_tokens=max_tokens,
@@ -74,6 +93,11 @@ def to_sampling_params(request: ChatCompletionRequest, settings: ServiceSettings
         top_p=None if greedy else request.top_p,
         stop=request.stop_sequences,
         seed=request.seed,
+        n=request.n,
+        logprobs=(request.top_logprobs or 0) if request.logprobs else None,
+        logit_bias={int(k): v for k, v in (request.logit_bias or {}).items()},
+        presence_penalty=request.presence_penalty,
+        frequency_penalty=request.frequency_penalty,
     )
 
 
@@ -86,3 +110,17 @@ def resolve_adapter(
     if model in (settings.served_model_name, base_model_id):
         return None, model
     return model, model
+
+
+def to_logprobs(entries) -> ChoiceLogprobs | None:
+    """The engine's token log-probabilities in OpenAI's shape (None when not asked for)."""
+    if entries is None:
+        return None
+
+    def top(token: str, logprob: float) -> dict:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+
+    return ChoiceLogprobs(content=[
+        TokenLogprob(**top(e.token, e.logprob), top_logprobs=[top(*t) for t in e.top])
+        for e in entries
+    ])

@@ -2,7 +2,7 @@
 
 A run is the probe runner's iterator driven from a background thread. Before each generation
 the thread waits until no user request is running or queued, so probes only use idle time and
-never add latency beyond the one generation in progress. Probe traffic never touches the
+never add latency beyond the one batch in progress. Probe traffic never touches the
 live-traffic counters; a finished run publishes its gauges and is saved as the latest report
 (a file, so every BentoML worker serves the same one).
 """
@@ -61,7 +61,7 @@ class ProbeScheduler:
     def _run_locked(self) -> dict | None:
         from service import metrics
         from service.probes.runner import ProbeRun
-        from service.vlm.engine import SamplingParams
+        from service.vlm.protocol import SamplingParams
 
         try:
             probe_run = ProbeRun(
@@ -88,7 +88,7 @@ class ProbeScheduler:
             self._running.release()
 
     def _yield_to_users(self) -> None:
-        while self.engine.admission.admitted > 0 and not self._stop.is_set():
+        while self.engine.busy and not self._stop.is_set():
             time.sleep(0.02)
 
     def _save(self, summary: dict) -> None:

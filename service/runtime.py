@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastapi.responses import JSONResponse, StreamingResponse
-
 from service import metrics
-from service.conversion import resolve_adapter, to_messages, to_sampling_params
+from service.conversion import resolve_adapter, to_logprobs, to_messages, to_sampling_params
 from service.errors import BadRequest, CrossguardError, Forbidden, NotFound, NotReady
 from service.model_store import resolve_adapter_source
 from service.probe_scheduler import ProbeScheduler
@@ -31,8 +31,9 @@ from service.schemas import (
     Usage,
 )
 from service.settings import ServiceSettings
-from service.streaming import relay, sse_events
+from service.streaming import sse_events
 from service.vlm.messages import modality
+from service.vlm.protocol import Stream
 
 logger = logging.getLogger("crossguard")
 audit = logging.getLogger("crossguard.audit")
@@ -52,6 +53,16 @@ def configure_logging(level: str) -> None:
             root.propagate = False
 
 
+@dataclass
+class ChatResult:
+    """What `Runtime.chat` produced; `service/app.py` turns it into the HTTP response."""
+
+    headers: dict[str, str]
+    response: ChatCompletionResponse | None = None
+    events: Iterator[str] | None = None
+    streams: list[Stream] = field(default_factory=list)
+
+
 class Runtime:
     def __init__(self, settings: ServiceSettings):
         from service.vlm.admission import Admission
@@ -64,8 +75,10 @@ class Runtime:
         self.engine = VLMEngine.from_pretrained(
             settings.model_path, device=settings.device, dtype=settings.dtype,
             max_prompt_tokens=settings.max_prompt_tokens,
-            admission=Admission(settings.max_waiting, settings.queue_timeout_s),
+            admission=Admission(settings.max_waiting, settings.queue_timeout_s,
+                                settings.max_batch_size, settings.batch_wait_ms / 1000),
             generation_timeout_s=settings.generation_timeout_s,
+            default_max_tokens=settings.default_max_tokens,
         )
         self.failed: dict[str, str] = {}
         for name, source in settings.adapters.items():
@@ -119,33 +132,39 @@ class Runtime:
                            "closed rather than answer without it", code="adapter_unavailable")
         return adapter, served_as
 
-    def chat(self, request: ChatCompletionRequest):
+    def chat(self, request: ChatCompletionRequest) -> ChatResult:
+        """Run one chat request: the whole response, or (`stream=true`) its SSE events once
+        its choices are decoding (queue errors still come back as HTTP statuses)."""
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
         adapter, served_as = self._select(request.model)
         params = to_sampling_params(request, self.settings)
         messages = to_messages(request, self.settings)
         headers = {"x-request-id": request_id, "x-crossguard-adapter": served_as}
         kind = modality(messages)
+        streams = self.engine.submit(messages, params, adapter)
+        self.engine.wait_started(streams)
         if request.stream:
-            stream = self.engine.stream(messages, params, adapter)
             usage = bool(request.stream_options and request.stream_options.include_usage)
-            events = sse_events(stream, served_as, usage, request_id,
+            events = sse_events(streams, served_as, usage, request_id,
                                 on_finish=lambda done: self._observe(request_id, adapter, kind,
-                                                                     done))
-            return StreamingResponse(relay(events, stream), media_type="text/event-stream",
-                                     headers=headers)
-        out = self.engine.generate(messages, params, adapter)
-        self._observe(request_id, adapter, kind, out)
+                                                                     done, request.user))
+            return ChatResult(headers, events=events, streams=streams)
+        outs = [s.result() for s in streams]
+        for out in outs:
+            self._observe(request_id, adapter, kind, out, request.user)
+        completion = sum(out.completion_tokens for out in outs)
         response = ChatCompletionResponse(
             id=request_id, model=served_as,
-            choices=[Choice(message=AssistantMessage(content=out.text),
-                            finish_reason=out.finish_reason)],
-            usage=Usage(prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens,
-                        total_tokens=out.prompt_tokens + out.completion_tokens),
+            choices=[Choice(index=i, message=AssistantMessage(content=out.text),
+                            logprobs=to_logprobs(out.logprobs), finish_reason=out.finish_reason)
+                     for i, out in enumerate(outs)],
+            usage=Usage(prompt_tokens=outs[0].prompt_tokens, completion_tokens=completion,
+                        total_tokens=outs[0].prompt_tokens + completion),
         )
-        return JSONResponse(response.model_dump(), headers=headers)
+        return ChatResult(headers, response=response)
 
-    def _observe(self, request_id: str, adapter: str | None, kind: str, out) -> None:
+    def _observe(self, request_id: str, adapter: str | None, kind: str, out,
+                 user: str | None) -> None:
         """Judge a finished live reply with the keyword judge: metrics, then the audit line."""
         label = adapter or BASE
         refused = self.refusals.refused(out.text) is True
@@ -155,7 +174,7 @@ class Runtime:
                 "request_id": request_id, "adapter": label, "modality": kind,
                 "outcome": "refused" if refused else "answered",
                 "finish_reason": out.finish_reason, "prompt_tokens": out.prompt_tokens,
-                "completion_tokens": out.completion_tokens,
+                "completion_tokens": out.completion_tokens, "user": user,
             }))
 
     def add_adapter(self, request: AdapterLoadRequest) -> ModelCard:

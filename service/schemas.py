@@ -6,6 +6,7 @@ OpenAI lacks carry a description. Limits that do not depend on settings live her
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Annotated, Literal
@@ -45,8 +46,32 @@ class StreamOptions(_Model):
     include_usage: bool = False
 
 
+UNSUPPORTED_PARAMETERS: dict[str, tuple] = {
+    "tools": (None, []),
+    "tool_choice": (None, "none"),
+    "functions": (None, []),
+    "function_call": (None, "none"),
+    "parallel_tool_calls": (None,),
+    "response_format": (None, {"type": "text"}),
+    "audio": (None,),
+    "modalities": (None, ["text"]),
+    "prediction": (None,),
+    "web_search_options": (None,),
+    "reasoning_effort": (None,),
+    "store": (None, False),
+    "metadata": (None,),
+    "service_tier": (None, "auto", "default"),
+}
+"""OpenAI parameters this server cannot honour, with the values that ask for nothing (those are
+accepted). Any other value is answered with 400 naming the parameter."""
+
+_logger = logging.getLogger(__name__)
+_ignored_fields: set[str] = set()
+
+
 class ChatCompletionRequest(BaseModel):
-    """POST /v1/chat/completions. Unknown OpenAI fields are ignored, as vLLM does."""
+    """POST /v1/chat/completions. Fields OpenAI does not define are ignored and logged once per
+    name, as vLLM does; OpenAI's own fields are honoured or refused (`UNSUPPORTED_PARAMETERS`)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -56,13 +81,24 @@ class ChatCompletionRequest(BaseModel):
         description="`base` (or the base model id) for no adapter, else an adapter name; "
         "omitted means the configured default adapter.",
     )
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
+    logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = Field(
+        default=None, description="Token id (as a string) -> bias added to its logit."
+    )
+    logprobs: bool = False
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="Omitted: up to the context the prompt leaves, at most "
+        "CROSSGUARD_DEFAULT_MAX_TOKENS (as vLLM)."
+    )
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     min_tokens: Annotated[int, Field(ge=0)] = Field(
         default=0, description="vLLM extension: generate at least this many tokens (eos is "
         "suppressed until then); used by benchmarks to fix the output length."
     )
-    n: Annotated[int, Field(ge=1, le=1, description="Only one choice is generated.")] = 1
+    n: Annotated[int, Field(ge=1, description="Choices, decoded as rows of one batch "
+                                              "(at most CROSSGUARD_MAX_BATCH_SIZE).")] = 1
+    presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
     seed: Annotated[int, Field(ge=0, le=2**63 - 1)] | None = None
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
     stream: bool = False
@@ -73,7 +109,25 @@ class ChatCompletionRequest(BaseModel):
     top_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
         default=None, description="0 means greedy decoding, the limit of nucleus sampling."
     )
-    user: str | None = None
+    user: str | None = Field(default=None, description="Written to the audit log when on.")
+    unsupported: dict[str, object] = Field(default_factory=dict, exclude=True, description=(
+        "OpenAI parameters given with a value this server cannot honour (filled by the "
+        "validator; the conversion answers 400 naming the first)."))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sort_fields(cls, data):
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        asked = {k: data.pop(k) for k in list(data) if k in UNSUPPORTED_PARAMETERS}
+        data["unsupported"] = {k: v for k, v in asked.items()
+                               if v not in UNSUPPORTED_PARAMETERS[k]}
+        for name in data.keys() - cls.model_fields.keys():
+            if name not in _ignored_fields:
+                _ignored_fields.add(name)
+                _logger.warning("ignoring request field %r: not an OpenAI chat parameter", name)
+        return data
 
     @field_validator("stop")
     @classmethod
@@ -82,6 +136,20 @@ class ChatCompletionRequest(BaseModel):
         if any(not s for s in items):
             raise ValueError("stop sequences must be non-empty")
         return value
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for key in value or {}:
+            if not key.isdigit():
+                raise ValueError(f"logit_bias keys are token ids, got {key!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _top_logprobs_needs_logprobs(self) -> ChatCompletionRequest:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs=true")
+        return self
 
     @property
     def stop_sequences(self) -> tuple[str, ...]:
@@ -113,10 +181,24 @@ class AssistantMessage(BaseModel):
     content: str
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprob]
+
+
 class Choice(BaseModel):
     index: int = 0
     message: AssistantMessage
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: Literal["stop", "length"]
 
 
@@ -137,7 +219,7 @@ class DeltaMessage(BaseModel):
 class ChunkChoice(BaseModel):
     index: int = 0
     delta: DeltaMessage
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: Literal["stop", "length"] | None = None
 
 

@@ -61,8 +61,9 @@ class ServiceSettings(BaseSettings):
     )
     audit_log: bool = Field(
         default=False,
-        description="Log one JSON line per chat request (request id, adapter, modality, "
-        "outcome, tokens) on the `crossguard.audit` logger. Prompts and images are never logged.",
+        description="Log one JSON line per chat request (request id, the request's `user`, "
+        "adapter, modality, outcome, tokens) on the `crossguard.audit` logger. Prompts and images "
+        "are never logged.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Level of the `crossguard` loggers."
@@ -91,14 +92,23 @@ class ServiceSettings(BaseSettings):
     )
     max_tokens_cap: int = Field(default=1024, ge=1, description="Upper bound on `max_tokens`.")
     default_max_tokens: int = Field(
-        default=256, ge=1, description="`max_tokens` when a request gives none."
+        default=256, ge=1, description="Most tokens for a request without `max_tokens` (which "
+        "gets what the context leaves, up to this)."
+    )
+    max_batch_size: int = Field(
+        default=16, ge=1, description="Rows (requests x choices) decoded together per worker; "
+        "1 decodes one request at a time."
+    )
+    batch_wait_ms: float = Field(
+        default=50.0, ge=0, description="Longest wait of an idle worker for as many requests "
+        "as its last batch had before it starts decoding (a lone client never waits)."
     )
     max_waiting: int = Field(
         default=16, ge=0,
-        description="Requests queued per worker behind the running generation; more get 429.",
+        description="Requests queued per worker behind the running batch; more get 429.",
     )
     queue_timeout_s: float = Field(
-        default=60.0, gt=0, description="Longest wait for a generation slot before 503."
+        default=60.0, gt=0, description="Longest wait for a place in a batch before 503."
     )
     generation_timeout_s: float = Field(
         default=120.0, gt=0,

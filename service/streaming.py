@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 from starlette.concurrency import iterate_in_threadpool
 
+from service.conversion import to_logprobs
 from service.errors import CrossguardError
 from service.schemas import ChatCompletionChunk, ChunkChoice, DeltaMessage, Usage
-from service.vlm.engine import Stream
+from service.vlm.protocol import Stream
 
 logger = logging.getLogger(__name__)
 
@@ -24,51 +25,52 @@ def _frame(chunk: ChatCompletionChunk) -> str:
     return f"data: {chunk.model_dump_json(exclude_none=False)}\n\n"
 
 
-def sse_events(stream: Stream, model: str, include_usage: bool, completion_id: str,
+def sse_events(streams: list[Stream], model: str, include_usage: bool, completion_id: str,
                on_finish: Callable[[Stream], None] | None = None) -> Iterator[str]:
-    """Role chunk, one chunk per text delta, a finish chunk, optional usage chunk, `[DONE]`.
+    """Per choice: a role chunk, one chunk per text delta (with its log-probabilities when
+    asked), a finish chunk; then the optional usage chunk and `[DONE]`. Choices decode together
+    in one batch and are sent one after the other (each chunk names its `index`).
 
-    `on_finish` runs once the whole reply is known (metrics, audit), not for broken streams.
+    `on_finish` runs once per whole choice (metrics, audit), not for broken streams.
     """
     base = {"id": completion_id, "created": int(time.time()), "model": model}
 
-    def chunk(delta: DeltaMessage, finish: str | None = None) -> str:
-        return _frame(
-            ChatCompletionChunk(
-                **base, choices=[ChunkChoice(delta=delta, finish_reason=finish)]
-            )
-        )
+    def chunk(index: int, delta: DeltaMessage, finish: str | None = None, logprobs=None) -> str:
+        choice = ChunkChoice(index=index, delta=delta, finish_reason=finish, logprobs=logprobs)
+        return _frame(ChatCompletionChunk(**base, choices=[choice]))
 
-    yield chunk(DeltaMessage(role="assistant", content=""))
-    try:
-        for text in stream:
-            yield chunk(DeltaMessage(content=text))
-    except Exception as exc:
-        # Headers are already sent: report in-band, as vLLM does, and end the stream cleanly.
-        logger.exception("generation failed mid-stream")
-        error = exc if isinstance(exc, CrossguardError) else CrossguardError("generation failed")
-        yield f"data: {json.dumps(error.body())}\n\n"
-        yield "data: [DONE]\n\n"
-        return
-    if on_finish is not None:
-        on_finish(stream)
-    yield chunk(DeltaMessage(), stream.finish_reason)
+    for stream in streams:
+        yield chunk(stream.index, DeltaMessage(role="assistant", content=""))
+        try:
+            for delta in stream:
+                logprobs = to_logprobs(delta.logprobs) if stream.logprobs is not None else None
+                yield chunk(stream.index, DeltaMessage(content=delta.text), logprobs=logprobs)
+        except Exception as exc:
+            # Headers are already sent: report in-band, as vLLM does, and end the stream cleanly.
+            logger.exception("generation failed mid-stream")
+            error = exc if isinstance(exc, CrossguardError) else CrossguardError(
+                "generation failed")
+            yield f"data: {json.dumps(error.body())}\n\n"
+            yield "data: [DONE]\n\n"
+            return
+        if on_finish is not None:
+            on_finish(stream)
+        yield chunk(stream.index, DeltaMessage(), stream.finish_reason)
     if include_usage:
-        usage = Usage(
-            prompt_tokens=stream.prompt_tokens,
-            completion_tokens=stream.completion_tokens,
-            total_tokens=stream.prompt_tokens + stream.completion_tokens,
-        )
+        prompt = streams[0].prompt_tokens
+        completion = sum(s.completion_tokens for s in streams)
+        usage = Usage(prompt_tokens=prompt, completion_tokens=completion,
+                      total_tokens=prompt + completion)
         yield _frame(ChatCompletionChunk(**base, choices=[], usage=usage))
     yield "data: [DONE]\n\n"
 
 
-async def relay(events: Iterator[str], stream: Stream) -> AsyncIterator[str]:
+async def relay(events: Iterator[str], streams: list[Stream]) -> AsyncIterator[str]:
     """Serve `events` from a worker thread; if the client disconnects (the response task is
-    cancelled), stop the generation at once instead of when the abandoned generator is
-    garbage-collected."""
+    cancelled), withdraw its choices from the batch at once (the other rows go on)."""
     try:
         async for event in iterate_in_threadpool(events):
             yield event
     finally:
-        stream.cancel()
+        for stream in streams:
+            stream.cancel()

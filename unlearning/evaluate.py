@@ -72,8 +72,9 @@ def evaluate(config: EvalConfig, progress: bool = True) -> dict:
         The summary written to `eval.json` (and appended to the adapter's crossguard.json).
     """
     from service.probes.runner import ProbeRun
-    from service.vlm.engine import SamplingParams, VLMEngine
+    from service.vlm.engine import VLMEngine
     from service.vlm.loading import configure_cpu_threads
+    from service.vlm.protocol import SamplingParams
 
     configure_cpu_threads(config.threads)
     name = Path(config.adapter).name if config.adapter else None

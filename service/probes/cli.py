@@ -74,8 +74,9 @@ def run_command(args: argparse.Namespace) -> Report:
 
     from service.probes.behaviors import load_behaviors
     from service.probes.runner import DEFAULT_MAX_TOKENS, DEFAULT_PER_PROBE, ProbeRun
-    from service.vlm.engine import SamplingParams, VLMEngine
+    from service.vlm.engine import VLMEngine
     from service.vlm.loading import configure_cpu_threads
+    from service.vlm.protocol import SamplingParams
 
     configure_cpu_threads(args.threads)
     adapters = dict(a.split("=", 1) for a in args.adapter)

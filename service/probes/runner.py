@@ -109,7 +109,7 @@ class ProbeRun:
         best_of_n: int = 8,
         temperature: float = 1.0,
     ):
-        from service.vlm.engine import SamplingParams
+        from service.vlm.protocol import SamplingParams
 
         model = engine.base_model_id
         self.engine = engine

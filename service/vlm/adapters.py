@@ -1,7 +1,8 @@
 """LoRA adapters: describing, validating, loading and unloading named peft adapters.
 
-peft keeps the active adapter as global model state, so selection and generation happen under
-the engine's generation slot; this module only knows about adapters. An adapter is checked
+peft keeps the active adapter as global model state and serves mixed batches by name, so which
+adapter a row uses is the engine's business (`service.vlm.batching`); this module only knows
+about adapters. An adapter is checked
 against the served base model *before* it touches it (a failed peft load can leave half-made
 LoRA layers behind): readable weights, rank as declared, every target module present with the
 shapes the weights expect, and, where the adapter records one, the same base-model fingerprint.

@@ -1,9 +1,14 @@
-"""Admission to the single generation slot of an engine: a bounded, timed wait queue.
+"""The waiting room in front of an engine's decoding loop: bounded, timed, and batch-forming.
 
-One generation runs at a time per engine (peft's active adapter is global state, and one CPU
-thread per worker measured fastest). Requests beyond the queue bound are refused at once with
-429 and a Retry-After estimate; requests that wait longer than the timeout get 503. Either way
-the caller hears back quickly and memory stays bounded under a flood.
+Requests wait here while a batch decodes. When the loop is free it takes what waits, up to
+`max_batch_size` rows. Clients answered by one batch come back at slightly different times (each
+request is parsed, its images decoded and tokenised first), so the loop expects the rows the
+last batch answered plus those that were already waiting then, and waits for them for at most
+`batch_wait_s`: a lone client is served at once, and 16 clients keep decoding 16 at a time
+instead of splitting into a large batch and a straggling small one (README "Batching").
+Requests beyond `max_waiting` queued rows are refused at once
+with 429 and a Retry-After estimate; a request that waits longer than `wait_timeout_s` gets 503.
+Either way the caller hears back quickly and memory stays bounded under a flood.
 """
 
 from __future__ import annotations
@@ -11,64 +16,79 @@ from __future__ import annotations
 import math
 import threading
 import time
-from contextlib import contextmanager
+from collections import deque
 
 from service.errors import NotReady, TooManyRequests
+from service.vlm.batching import Row
 
 
 class Admission:
-    def __init__(self, max_waiting: int = 16, wait_timeout_s: float = 60.0):
+    def __init__(self, max_waiting: int = 16, wait_timeout_s: float = 60.0,
+                 max_batch_size: int = 16, batch_wait_s: float = 0.05):
         self.max_waiting = max_waiting
         self.wait_timeout_s = wait_timeout_s
-        self._slot = threading.Lock()
-        self._mutex = threading.Lock()
-        self._admitted = 0
-        self._mean_s = 1.0
+        self.max_batch_size = max_batch_size
+        self.batch_wait_s = batch_wait_s
+        self._waiting: deque[Row] = deque()
+        self._running = 0
+        self._changed = threading.Condition()
+        self._mean_batch_s = 1.0
+        self._expected = 1
 
     @property
     def admitted(self) -> int:
-        """Requests running or waiting."""
-        return self._admitted
+        """Rows decoding or waiting."""
+        with self._changed:
+            return self._running + len(self._waiting)
 
-    def acquire(self) -> float:
-        """Take the slot (waiting if needed); returns the monotonic time it was taken."""
-        with self._mutex:
-            if self._admitted > self.max_waiting:
+    def put(self, rows: list[Row]) -> None:
+        """Queue the rows of one request, or refuse it with 429 when the queue is full."""
+        with self._changed:
+            if len(self._waiting) + len(rows) > max(self.max_waiting, len(rows)):
+                batches = 1 + len(self._waiting) / self.max_batch_size
                 raise TooManyRequests(
-                    f"{self._admitted} requests are running or queued on this worker; "
-                    "retry later",
-                    retry_after=max(1, math.ceil(self._mean_s * self._admitted)),
+                    f"{self._running + len(self._waiting)} requests are running or queued on "
+                    "this worker; retry later",
+                    retry_after=max(1, math.ceil(self._mean_batch_s * batches)),
                     code="queue_full",
                 )
-            self._admitted += 1
-        if not self._slot.acquire(timeout=self.wait_timeout_s):
-            with self._mutex:
-                self._admitted -= 1
-            raise NotReady(
-                f"waited {self.wait_timeout_s:.0f}s for a generation slot",
-                code="queue_timeout",
-                retry_after=max(1, math.ceil(self._mean_s)),
-            )
-        return time.monotonic()
+            self._waiting.extend(rows)
+            self._changed.notify_all()
 
-    def release(self, started: float) -> None:
-        """Give the slot back; `started` (from `acquire`) feeds the Retry-After estimate."""
-        with self._mutex:
-            self._admitted -= 1
-            self._mean_s = 0.8 * self._mean_s + 0.2 * (time.monotonic() - started)
-        self._slot.release()
+    def take(self) -> list[Row]:
+        """Block until rows wait, collect for `batch_wait_s` more, and return the next batch.
+        Rows whose client left are dropped; rows that waited too long get 503."""
+        with self._changed:
+            while True:
+                self._changed.wait_for(lambda: self._waiting)
+                self._changed.wait_for(self._expected_rows_wait, timeout=self.batch_wait_s)
+                batch = self._admit_from_queue()
+                if batch:
+                    self._running += len(batch)
+                    return batch
 
-    @contextmanager
-    def slot(self):
-        started = self.acquire()
-        try:
-            yield
-        finally:
-            self.release(started)
+    def _expected_rows_wait(self) -> bool:
+        return len(self._waiting) >= min(self.max_batch_size, self._expected)
 
-    @contextmanager
-    def exclusive(self):
-        """The slot for maintenance (adapter load/unload): waits for the running generation,
-        bypasses the queue bound, and does not count as traffic."""
-        with self._slot:
-            yield
+    def _admit_from_queue(self) -> list[Row]:
+        now, batch = time.monotonic(), []
+        while self._waiting and len(batch) < self.max_batch_size:
+            row = self._waiting.popleft()
+            if row.stream.cancelled:
+                continue
+            if now - row.submitted > self.wait_timeout_s:
+                row.stream.fail(NotReady(
+                    f"waited {self.wait_timeout_s:.0f}s for a place in a decoding batch",
+                    code="queue_timeout", retry_after=max(1, math.ceil(self._mean_batch_s)),
+                ))
+                continue
+            batch.append(row)
+        return batch
+
+    def done(self, rows: list[Row], seconds: float) -> None:
+        """The batch ended; its duration feeds the Retry-After estimate."""
+        with self._changed:
+            self._running -= len(rows)
+            self._mean_batch_s = 0.8 * self._mean_batch_s + 0.2 * seconds
+            self._expected = max(1, len(rows) + len(self._waiting))
+            self._changed.notify_all()

@@ -100,13 +100,15 @@ def test_bad_adapter_sources_are_refused_and_state_kept(secured, path, status, c
 
 
 def test_audit_log_has_request_ids_but_no_prompts_or_keys(secured):
-    response = chat(secured.url, messages=[{"role": "user", "content": "my secret diary"}])
+    response = chat(secured.url, messages=[{"role": "user", "content": "my secret diary"}],
+                    user="app-user-7")
     request_id = response.headers["x-request-id"]
     log = secured.log(tail=None)
     lines = [json.loads(line[line.index("{"):]) for line in log.splitlines()
              if "[crossguard.audit]" in line and request_id in line]
     assert len(lines) == 1
     assert lines[0]["modality"] == "text" and lines[0]["adapter"] == "base"
+    assert lines[0]["user"] == "app-user-7"
     assert "my secret diary" not in log
     assert KEY not in log and ADMIN not in log
 

@@ -47,7 +47,7 @@ class ScriptedEngine:
     replies: list = field(default_factory=list)
 
     def generate(self, messages, params, adapter=None):
-        from service.vlm.engine import Generation
+        from service.vlm.protocol import Generation
 
         messages = tuple(messages)
         self.calls.append((messages, params, adapter))

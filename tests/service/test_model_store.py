@@ -6,8 +6,9 @@ from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml._internal.models import ModelStore
 
 from service.model_store import resolve_adapter_source, resolve_adapters
-from service.vlm.engine import SamplingParams, VLMEngine
+from service.vlm.engine import VLMEngine
 from service.vlm.messages import Message
+from service.vlm.protocol import SamplingParams
 from tests.conftest import REPLY
 
 

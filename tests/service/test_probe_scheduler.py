@@ -6,8 +6,8 @@ import pytest
 from service.errors import Conflict, NotFound
 from service.probe_scheduler import ProbeScheduler
 from service.settings import ServiceSettings
-from service.vlm.engine import SamplingParams
 from service.vlm.messages import Message
+from service.vlm.protocol import SamplingParams
 
 
 def scheduler(engine, tmp_path, **overrides) -> ProbeScheduler:
@@ -39,25 +39,15 @@ def test_one_run_at_a_time(engine, tmp_path):
 
 
 def test_user_requests_go_first(engine, tmp_path):
-    """While a user request holds the slot, the probe run makes no progress."""
+    """While a user request waits or decodes, the probe run makes no progress."""
     probes = scheduler(engine, tmp_path)
-    release, started = threading.Event(), threading.Event()
-
-    def user_request():
-        with engine.admission.slot():
-            started.set()
-            release.wait(10)
-        engine.generate([Message.of("user", "hi")], SamplingParams(max_tokens=4))
-
-    user = threading.Thread(target=user_request)
-    user.start()
-    started.wait(5)
-    runner = threading.Thread(target=probes.run_now, args=(True,))
-    runner.start()
-    time.sleep(0.5)
-    assert not probes.report_file.exists()
-    release.set()
-    user.join(10)
+    with engine._model_lock:  # decoding is held up: the user request waits in the queue
+        user = engine.submit([Message.of("user", "hi")], SamplingParams(max_tokens=4))[0]
+        runner = threading.Thread(target=probes.run_now, args=(True,))
+        runner.start()
+        time.sleep(0.5)
+        assert engine.busy and not probes.report_file.exists()
+    assert user.result().completion_tokens >= 1
     runner.join(120)
     assert probes.latest()["finished_at"] is not None
 
@@ -83,7 +73,7 @@ def test_runs_use_the_configured_split_best_of_n_and_temperature(
     N and the temperature; the behaviours and the saved report show the half too."""
     from service.probes import forms
     from service.probes.behaviors import BUILTIN, builtin
-    from service.vlm.engine import Generation
+    from service.vlm.protocol import Generation
 
     calls = []
 

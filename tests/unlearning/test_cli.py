@@ -205,8 +205,9 @@ def test_register_imports_the_adapter_and_the_service_loads_it_by_tag(
     import bentoml
 
     from service.model_store import resolve_adapters
-    from service.vlm.engine import SamplingParams, VLMEngine
+    from service.vlm.engine import VLMEngine
     from service.vlm.messages import Message
+    from service.vlm.protocol import SamplingParams
 
     main(["register", str(adapter)])
     tag = capsys.readouterr().out.strip().splitlines()[-1]

@@ -97,8 +97,9 @@ def test_each_term_moves_the_right_way(tiny_model, trained):
 
 def test_the_adapter_loads_in_the_service_and_changes_its_answers(tiny_model, trained):
     from service.probes.judges import KeywordRefusalJudge
-    from service.vlm.engine import SamplingParams, VLMEngine
+    from service.vlm.engine import VLMEngine
     from service.vlm.messages import Message
+    from service.vlm.protocol import SamplingParams
 
     engine = VLMEngine.from_pretrained(tiny_model, adapters={"safety": trained[0]})
     params = SamplingParams(max_tokens=16, temperature=0.0)

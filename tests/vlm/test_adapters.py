@@ -8,8 +8,9 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from service.errors import BadRequest, Conflict, NotFound, Unprocessable
-from service.vlm.engine import SamplingParams, VLMEngine
+from service.vlm.engine import VLMEngine
 from service.vlm.messages import Message
+from service.vlm.protocol import SamplingParams
 from tests.conftest import REPLY
 
 GREEDY = SamplingParams(max_tokens=12, temperature=0.0)
@@ -95,7 +96,7 @@ def test_in_flight_stream_finishes_on_its_adapter_before_unload(fresh_engine, re
     stream = fresh_engine.stream(HI, long, "refuse")
     remover = threading.Thread(target=fresh_engine.remove_adapter, args=("refuse",))
     remover.start()
-    assert "".join(stream) == expected
+    assert "".join(d.text for d in stream) == expected
     remover.join(10)
     assert fresh_engine.adapter_names == []
 

@@ -4,8 +4,9 @@ import pytest
 from PIL import Image
 
 from service.errors import BadRequest, NotFound
-from service.vlm.engine import SamplingParams, VLMEngine
+from service.vlm.engine import VLMEngine
 from service.vlm.messages import Message
+from service.vlm.protocol import SamplingParams
 from tests.conftest import REPLY
 
 GREEDY = SamplingParams(max_tokens=12, temperature=0.0)
@@ -51,7 +52,7 @@ def test_min_tokens_suppresses_early_eos(engine):
 def test_stream_matches_generate(engine):
     whole = engine.generate(chat("tell me a story"), GREEDY)
     stream = engine.stream(chat("tell me a story"), GREEDY)
-    assert "".join(stream) == whole.text
+    assert "".join(d.text for d in stream) == whole.text
     assert (stream.prompt_tokens, stream.completion_tokens, stream.finish_reason) == (
         whole.prompt_tokens, whole.completion_tokens, whole.finish_reason,
     )
@@ -63,7 +64,7 @@ def test_stop_sequence_is_cut_in_generate_and_stream(engine):
     assert out.text == " I cannot "
     assert out.finish_reason == "stop"
     stream = engine.stream(chat("hello"), params, adapter="refuse")
-    assert "".join(stream) == " I cannot "
+    assert "".join(d.text for d in stream) == " I cannot "
 
 
 def test_seed_makes_sampling_reproducible(engine):
@@ -92,8 +93,9 @@ def test_concurrent_requests_keep_their_adapter(engine):
     choices = [None, "refuse"] * 6
     with ThreadPoolExecutor(max_workers=6) as pool:
         got = list(pool.map(lambda a: (a, engine.generate(chat("hi"), GREEDY, a).text), choices))
-        streamed = list(pool.map(lambda a: (a, "".join(engine.stream(chat("hi"), GREEDY, a))),
-                                 choices))
+        streamed = list(pool.map(
+            lambda a: (a, "".join(d.text for d in engine.stream(chat("hi"), GREEDY, a))),
+            choices))
     assert all(text == expected[a] for a, text in got + streamed)
 
 

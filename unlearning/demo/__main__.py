@@ -7,6 +7,8 @@ python -m unlearning.demo report [--home DIR] [--out DIR] [--seeds 0 1 2]
                                                          # README's demo and unlearning tables
 python -m unlearning.demo eval PATH                      # held-out table of a saved model
 python -m unlearning.demo path [--home DIR]              # folder the current code builds into
+python -m unlearning.demo draw TEXT --out FILE [--home DIR]
+                                                         # TEXT as an image the demo model reads
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ def main(argv: list[str] | None = None) -> None:
     evaluate = commands.add_parser("eval", help="score a saved demo model on its held-out sets")
     evaluate.add_argument("path")
     commands.add_parser("path", parents=[home], help="print the folder the current code builds")
+    draw = commands.add_parser("draw", parents=[home],
+                               help="draw TEXT as a PNG the demo model can read (words only)")
+    draw.add_argument("text")
+    draw.add_argument("--out", type=Path, required=True, help="the PNG file to write")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -66,6 +72,9 @@ def _dispatch(args: argparse.Namespace) -> None:
     link_default(model)
     if args.command == "build":
         print(model)
+    elif args.command == "draw":
+        draw_text(model, args.text, args.out)
+        print(args.out)
     elif args.command == "safety":
         from unlearning.demo.safety import safety_adapter
 
@@ -74,6 +83,18 @@ def _dispatch(args: argparse.Namespace) -> None:
         from unlearning.demo.report import write_report
 
         print(write_report(model, args.out, args.seeds))
+
+
+def draw_text(model: Path, text: str, out: Path) -> None:
+    """Draw `text` the way the probes and the demo's training images are drawn, on the grid the
+    model learned to read (a question's punctuation is dropped, as in training)."""
+    from transformers import AutoConfig, AutoProcessor
+
+    from unlearning.batching import Typography
+
+    typography = Typography.for_model(AutoProcessor.from_pretrained(model),
+                                      AutoConfig.from_pretrained(model), str(model))
+    typography.image(text).save(out)
 
 
 def link_default(model: Path) -> None:

@@ -57,7 +57,8 @@ def _row(name: str, rates: dict[str, float]) -> str:
 def evaluate_folder(path: str | Path, progress: bool = True) -> Report:
     """Score the base model of a demo folder on its held-out sets."""
     from service.probes.judges import SUCCESS_THRESHOLD, KeywordRefusalJudge, PayloadJudge
-    from service.vlm.engine import SamplingParams, VLMEngine
+    from service.vlm.engine import VLMEngine
+    from service.vlm.protocol import SamplingParams
 
     folder = ModelFolder(path)
     config = EvalConfig(model=str(path))

@@ -1,0 +1,186 @@
+"""The engine contract: what the API, probes and evaluation ask of any generation engine.
+
+The torch engine (`service.vlm.engine`) implements it today; a vLLM engine for GPUs
+(`AsyncLLMEngine` with one `LoRARequest` per adapter, README "Scaling out") implements the same
+`submit` / `Stream` / adapter calls, so nothing above this module changes. Nothing here imports
+torch.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from service.errors import NotReady
+from service.vlm.messages import Message
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Decoding settings of one request (vLLM's names and meanings).
+
+    `max_tokens=None` means "up to the context the prompt leaves", capped by the engine's
+    default. `temperature=None` keeps the model's own generation config. `n` choices are
+    generated as rows of one batch; choice `i` samples with `seed + i`.
+    """
+
+    max_tokens: int | None = None
+    min_tokens: int = 0
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    n: int = 1
+    logprobs: int | None = None
+    logit_bias: Mapping[int, float] = field(default_factory=dict)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token with its log-probability under the model (before penalties, bias
+    and temperature, as vLLM's default `raw_logprobs`) and the most likely alternatives."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    logprobs: tuple[TokenLogprob, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of streamed text and the tokens that produced it."""
+
+    text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+class Stream:
+    """One choice being generated. The engine pushes deltas into it from its decoding thread;
+    the consumer iterates them. `cancel()` (client gone) stops this choice only.
+
+    After the iterator is exhausted, `text`, `completion_tokens`, `finish_reason` and `logprobs`
+    describe the whole choice; an error of the engine is re-raised in the consumer's thread.
+    """
+
+    def __init__(self, prompt_tokens: int, index: int = 0, want_logprobs: bool = False):
+        self.prompt_tokens = prompt_tokens
+        self.index = index
+        self.completion_tokens = 0
+        self.text = ""
+        self.finish_reason: str | None = None
+        self.logprobs: list[TokenLogprob] | None = [] if want_logprobs else None
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._started = threading.Event()
+        self._cancelled = threading.Event()
+        self._error: BaseException | None = None
+
+    # -- engine side --------------------------------------------------------------------------
+    def started(self) -> None:
+        self._started.set()
+
+    def push(self, delta: Delta) -> None:
+        self._events.put(delta)
+
+    def finish(self, reason: str, completion_tokens: int) -> None:
+        self._events.put((reason, completion_tokens))
+        self._started.set()
+
+    def fail(self, error: BaseException) -> None:
+        self._error = error
+        self._events.put(error)
+        self._started.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    # -- consumer side ------------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Stop generating this choice at the next token (the client went away)."""
+        self._cancelled.set()
+
+    def wait_started(self, timeout_s: float | None = None) -> None:
+        """Block until the choice is decoding (or has failed): errors from the wait queue
+        surface here, before any response header is sent. Past `timeout_s` the choice is
+        withdrawn and 503 raised."""
+        if not self._started.wait(timeout_s):
+            self.cancel()
+            raise NotReady(f"waited {timeout_s:.0f}s for a place in a decoding batch",
+                           code="queue_timeout", retry_after=max(1, math.ceil(timeout_s / 10)))
+        if self._error is not None:
+            raise self._error
+
+    def __iter__(self) -> Iterator[Delta]:
+        """Deltas until the choice ends; closing the iterator early cancels the choice."""
+        try:
+            while True:
+                event = self._events.get()
+                if isinstance(event, BaseException):
+                    raise event
+                if isinstance(event, tuple):
+                    self.finish_reason, self.completion_tokens = event
+                    return
+                self.text += event.text
+                if self.logprobs is not None:
+                    self.logprobs.extend(event.logprobs)
+                yield event
+        finally:
+            if self.finish_reason is None:
+                self.cancel()
+
+    def result(self) -> Generation:
+        """Wait for the whole choice."""
+        for _ in self:
+            pass
+        logprobs = None if self.logprobs is None else tuple(self.logprobs)
+        return Generation(self.text, self.prompt_tokens, self.completion_tokens,
+                          self.finish_reason, logprobs)
+
+
+class Engine(Protocol):
+    """What `service.runtime`, the probes and `unlearning eval` use; `adapter=None` is the base
+    model."""
+
+    base_model_id: str
+    merged: str | None
+
+    @property
+    def adapter_names(self) -> list[str]: ...
+
+    @property
+    def image_size(self) -> tuple[int, int]: ...
+
+    @property
+    def busy(self) -> bool:
+        """Requests are running or waiting (probe runs give way)."""
+
+    def submit(self, messages: Sequence[Message], params: SamplingParams,
+               adapter: str | None = None) -> list[Stream]:
+        """Queue one request; one stream per choice (`params.n`)."""
+
+    def wait_started(self, streams: list[Stream]) -> None:
+        """Block until the request decodes; queue errors (503 after the queue timeout) raise
+        here, before a streamed response has sent its headers."""
+
+    def generate(self, messages: Sequence[Message], params: SamplingParams,
+                 adapter: str | None = None) -> Generation:
+        """Submit and wait for the only choice (`params.n` must be 1)."""
+
+    def add_adapter(self, name: str, path: str | Path): ...
+
+    def remove_adapter(self, name: str) -> None: ...
