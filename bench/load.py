@@ -7,7 +7,7 @@ the adapter (mixed adapters). Every reply is exactly `--max-tokens` tokens (`min
 the modes do the same work. Prints throughput, p50/p95 latency, back-pressure, lost requests
 and each server's peak RSS (its whole process tree), then batched / one-at-a-time ratios.
 
-    python -m bench.load [--model PATH] [--adapter PATH] [--seconds 10] [--max-tokens 32]
+    python -m bench.load [--model PATH] [--adapter PATH] [--seconds 15] [--max-tokens 32]
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def main() -> None:
     parser.add_argument("--adapter", required=True, help="the safety adapter folder "
                         "(`python -m unlearning.demo safety` prints it)")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--image-side", type=int, default=256)
     args = parser.parse_args()

@@ -253,10 +253,12 @@ def run_batch(model, rows: list[Row], *, tokenizer, eos_ids: set[int], pad_id: i
         do_sample=False, max_new_tokens=max(r.max_tokens for r in rows),
         eos_token_id=sorted(eos_ids), pad_token_id=pad_id,
     )
-    extra, adapters = {}, {r.adapter for r in rows}
+    extra, adapters, only = {}, {r.adapter for r in rows}, False
     if peft and len(adapters) > 1:
         extra["adapter_names"] = [r.adapter or BASE_ROW for r in rows]
-    with torch.inference_mode(), _only_adapter(model, adapters.pop() if peft else False):
+    elif peft:
+        only = adapters.pop()
+    with torch.inference_mode(), _only_adapter(model, only):
         model.generate(
             **collate(rows, pad_id), generation_config=config, **extra,
             logits_processor=[RowSampler(rows, eos_ids, tokenizer)],

@@ -156,17 +156,14 @@ class VLMEngine:
     def generate(self, messages: Sequence[Message], params: SamplingParams,
                  adapter: str | None = None) -> Generation:
         """Generate one reply (`params.n` must be 1); `adapter=None` is the base model."""
-        if params.n != 1:
-            raise ValueError("generate makes one choice; use submit for n > 1")
-        streams = self.submit(messages, params, adapter)
-        self.wait_started(streams)
-        return streams[0].result()
+        return self.stream(messages, params, adapter).result()
 
     def stream(self, messages: Sequence[Message], params: SamplingParams,
                adapter: str | None = None) -> Stream:
-        """Start generating one reply; iterate the returned Stream for its text deltas."""
+        """Start generating one reply (`params.n` must be 1); iterate the returned Stream for
+        its text deltas."""
         if params.n != 1:
-            raise ValueError("stream makes one choice; use submit for n > 1")
+            raise ValueError("one reply is one choice; use submit for n > 1")
         streams = self.submit(messages, params, adapter)
         self.wait_started(streams)
         return streams[0]

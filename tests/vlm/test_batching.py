@@ -37,7 +37,9 @@ class RecordingAdmission(Admission):
         self.sizes: list[int] = []
 
     def expect(self, rows: int) -> None:
-        self._expected = rows
+        with self._changed:  # after the last batch has ended, which sets its own expectation
+            self._changed.wait_for(lambda: self._running == 0)
+            self._expected = rows
 
     def take(self):
         rows = super().take()
@@ -199,3 +201,16 @@ def test_without_max_tokens_the_reply_may_fill_the_context(tiny_model):
         .completion_tokens == 7
     with pytest.raises(BadRequest, match="maximum context length"):
         engine.generate(chat("hello " * 600), SamplingParams())
+
+
+def test_a_mixed_batch_never_switches_the_adapter_globally(batched, alone, monkeypatch):
+    """peft's global switches (`set_adapter`, `disable_adapter`) would serve every row of a
+    mixed batch with one adapter; only per-row dispatch may be used (this once depended on the
+    order in which Python iterated a set, so it passed or failed by process)."""
+    calls = []
+    model = batched.model
+    monkeypatch.setattr(model, "set_adapter", lambda *a, **k: calls.append("set_adapter"))
+    monkeypatch.setattr(model, "disable_adapter", lambda: calls.append("disable_adapter"))
+    requests = [(chat("hi"), GREEDY, None), (chat("hi"), GREEDY, "refuse")]
+    assert together(batched, requests) == [alone.generate(*r) for r in requests]
+    assert calls == []
