@@ -10,6 +10,7 @@ from service.schemas import (
     ChoiceLogprobs,
     ImageContentPart,
     TokenLogprob,
+    Usage,
 )
 from service.settings import ServiceSettings
 from service.vlm.messages import ImagePart, Message, TextPart
@@ -61,7 +62,8 @@ def to_messages(request: ChatCompletionRequest, settings: ServiceSettings) -> li
 def to_sampling_params(request: ChatCompletionRequest, settings: ServiceSettings) -> SamplingParams:
     """Check the request's decoding parameters against this server's limits (400 naming the
     parameter) and turn them into engine settings."""
-    for name, value in request.unsupported.items():
+    if request.unsupported:
+        name, value = next(iter(request.unsupported.items()))
         raise BadRequest(f"parameter {name!r} is not supported by this server (got "
                          f"{str(value)[:80]})", param=name, code="unsupported_parameter")
     max_tokens = request.requested_max_tokens
@@ -71,10 +73,10 @@ def to_sampling_params(request: ChatCompletionRequest, settings: ServiceSettings
             param="max_tokens",
             code="max_tokens_exceeded",
         )
-    if request.min_tokens > (max_tokens or settings.default_max_tokens):
+    most = max_tokens or settings.default_max_tokens
+    if request.min_tokens > most:
         raise BadRequest(
-            f"min_tokens ({request.min_tokens}) exceeds max_tokens "
-            f"({max_tokens or settings.default_max_tokens})",
+            f"min_tokens ({request.min_tokens}) exceeds max_tokens ({most})",
             param="min_tokens",
             code="invalid_request",
         )
@@ -124,3 +126,12 @@ def to_logprobs(entries) -> ChoiceLogprobs | None:
         TokenLogprob(**top(e.token, e.logprob), top_logprobs=[top(*t) for t in e.top])
         for e in entries
     ])
+
+
+def to_usage(choices) -> Usage:
+    """Usage of a request's choices (each with `prompt_tokens`, `completion_tokens`): the
+    prompt counts once, as OpenAI counts it for `n` > 1."""
+    prompt = choices[0].prompt_tokens
+    completion = sum(c.completion_tokens for c in choices)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion,
+                 total_tokens=prompt + completion)

@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from service import metrics
-from service.conversion import resolve_adapter, to_logprobs, to_messages, to_sampling_params
+from service.conversion import (
+    resolve_adapter,
+    to_logprobs,
+    to_messages,
+    to_sampling_params,
+    to_usage,
+)
 from service.errors import BadRequest, CrossguardError, Forbidden, NotFound, NotReady
 from service.model_store import resolve_adapter_source
 from service.probe_scheduler import ProbeScheduler
@@ -28,7 +34,6 @@ from service.schemas import (
     Choice,
     ModelCard,
     ModelList,
-    Usage,
 )
 from service.settings import ServiceSettings
 from service.streaming import sse_events
@@ -152,14 +157,12 @@ class Runtime:
         outs = [s.result() for s in streams]
         for out in outs:
             self._observe(request_id, adapter, kind, out, request.user)
-        completion = sum(out.completion_tokens for out in outs)
         response = ChatCompletionResponse(
             id=request_id, model=served_as,
             choices=[Choice(index=i, message=AssistantMessage(content=out.text),
                             logprobs=to_logprobs(out.logprobs), finish_reason=out.finish_reason)
                      for i, out in enumerate(outs)],
-            usage=Usage(prompt_tokens=outs[0].prompt_tokens, completion_tokens=completion,
-                        total_tokens=outs[0].prompt_tokens + completion),
+            usage=to_usage(outs),
         )
         return ChatResult(headers, response=response)
 

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 from starlette.concurrency import iterate_in_threadpool
 
-from service.conversion import to_logprobs
+from service.conversion import to_logprobs, to_usage
 from service.errors import CrossguardError
-from service.schemas import ChatCompletionChunk, ChunkChoice, DeltaMessage, Usage
+from service.schemas import ChatCompletionChunk, ChunkChoice, DeltaMessage
 from service.vlm.protocol import Stream
 
 logger = logging.getLogger(__name__)
@@ -57,11 +57,7 @@ def sse_events(streams: list[Stream], model: str, include_usage: bool, completio
             on_finish(stream)
         yield chunk(stream.index, DeltaMessage(), stream.finish_reason)
     if include_usage:
-        prompt = streams[0].prompt_tokens
-        completion = sum(s.completion_tokens for s in streams)
-        usage = Usage(prompt_tokens=prompt, completion_tokens=completion,
-                      total_tokens=prompt + completion)
-        yield _frame(ChatCompletionChunk(**base, choices=[], usage=usage))
+        yield _frame(ChatCompletionChunk(**base, choices=[], usage=to_usage(streams)))
     yield "data: [DONE]\n\n"
 
 

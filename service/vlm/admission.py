@@ -3,11 +3,12 @@
 Requests wait here while a batch decodes. When the loop is free it takes what waits, up to
 `max_batch_size` rows. Clients answered by one batch come back at slightly different times (each
 request is parsed, its images decoded and tokenised first), so the loop expects the rows the
-last batch answered plus those that were already waiting then, and waits for them for at most
+last batch answered plus those it had left waiting when it started, and waits for them at most
 `batch_wait_s`: a lone client is served at once, and 16 clients keep decoding 16 at a time
 instead of splitting into a large batch and a straggling small one (README "Batching").
-Requests beyond `max_waiting` queued rows are refused at once
-with 429 and a Retry-After estimate; a request that waits longer than `wait_timeout_s` gets 503.
+
+Requests beyond `max_waiting` queued rows are refused at once with 429 and a Retry-After
+estimate; a request that waits longer than `wait_timeout_s` gets 503 (its waiter withdraws it).
 Either way the caller hears back quickly and memory stays bounded under a flood.
 """
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections import deque
 
 from service.errors import NotReady, TooManyRequests
@@ -34,6 +34,7 @@ class Admission:
         self._changed = threading.Condition()
         self._mean_batch_s = 1.0
         self._expected = 1
+        self._left_behind = 0
 
     @property
     def admitted(self) -> int:
@@ -45,19 +46,29 @@ class Admission:
         """Queue the rows of one request, or refuse it with 429 when the queue is full."""
         with self._changed:
             if len(self._waiting) + len(rows) > max(self.max_waiting, len(rows)):
-                batches = 1 + len(self._waiting) / self.max_batch_size
                 raise TooManyRequests(
                     f"{self._running + len(self._waiting)} requests are running or queued on "
                     "this worker; retry later",
-                    retry_after=max(1, math.ceil(self._mean_batch_s * batches)),
-                    code="queue_full",
+                    retry_after=self._retry_after_s(), code="queue_full",
                 )
             self._waiting.extend(rows)
             self._changed.notify_all()
 
+    def timed_out(self) -> NotReady:
+        """The 503 for a request that waited `wait_timeout_s` without a place in a batch (its
+        waiter withdraws it: `VLMEngine.wait_started`)."""
+        with self._changed:
+            return NotReady(f"waited {self.wait_timeout_s:.0f}s for a place in a decoding batch",
+                            code="queue_timeout", retry_after=self._retry_after_s())
+
+    def _retry_after_s(self) -> int:
+        """Seconds until the batches ahead of a new request are likely done."""
+        batches = 1 + len(self._waiting) / self.max_batch_size
+        return max(1, math.ceil(self._mean_batch_s * batches))
+
     def take(self) -> list[Row]:
-        """Block until rows wait, collect for `batch_wait_s` more, and return the next batch.
-        Rows whose client left are dropped; rows that waited too long get 503."""
+        """Block until rows wait, wait for the expected ones (see module docstring) and return
+        the next batch; rows whose client left meanwhile are dropped."""
         with self._changed:
             while True:
                 self._changed.wait_for(lambda: self._waiting)
@@ -65,24 +76,18 @@ class Admission:
                 batch = self._admit_from_queue()
                 if batch:
                     self._running += len(batch)
+                    self._left_behind = len(self._waiting)
                     return batch
 
     def _expected_rows_wait(self) -> bool:
         return len(self._waiting) >= min(self.max_batch_size, self._expected)
 
     def _admit_from_queue(self) -> list[Row]:
-        now, batch = time.monotonic(), []
+        batch = []
         while self._waiting and len(batch) < self.max_batch_size:
             row = self._waiting.popleft()
-            if row.stream.cancelled:
-                continue
-            if now - row.submitted > self.wait_timeout_s:
-                row.stream.fail(NotReady(
-                    f"waited {self.wait_timeout_s:.0f}s for a place in a decoding batch",
-                    code="queue_timeout", retry_after=max(1, math.ceil(self._mean_batch_s)),
-                ))
-                continue
-            batch.append(row)
+            if not row.stream.cancelled:
+                batch.append(row)
         return batch
 
     def done(self, rows: list[Row], seconds: float) -> None:
@@ -90,5 +95,7 @@ class Admission:
         with self._changed:
             self._running -= len(rows)
             self._mean_batch_s = 0.8 * self._mean_batch_s + 0.2 * seconds
-            self._expected = max(1, len(rows) + len(self._waiting))
+            # Not the rows waiting now: a client answered early in the batch may already have
+            # sent its next request, and counting it twice made a lone client wait.
+            self._expected = max(1, len(rows) + self._left_behind)
             self._changed.notify_all()

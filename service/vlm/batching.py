@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -60,7 +60,6 @@ class Row:
     params: SamplingParams
     max_tokens: int
     adapter: str | None
-    submitted: float = field(default_factory=time.monotonic)
     tokens: list[int] = field(default_factory=list)
     emitted: int = 0
     pending: list[TokenLogprob] = field(default_factory=list)
@@ -78,11 +77,10 @@ def _model_settings(generation_config: GenerationConfig) -> dict:
     return {key: defaults[key] if value is None else value for key, value in own.items()}
 
 
-def prepare_row(row: Row, generation_config: GenerationConfig) -> None:
-    """Resolve the row's sampling against the model's generation config (`temperature=None`
-    keeps the model's choice, as vLLM does) and seed its generator."""
+def prepare_row(row: Row, model: dict) -> None:
+    """Resolve the row's sampling against the model's settings (`_model_settings`;
+    `temperature=None` keeps the model's choice, as vLLM does) and seed its generator."""
     p, row.warpers, row.generator = row.params, [], None
-    model = _model_settings(generation_config)
     if p.temperature is None:
         sampling, temperature = bool(model["do_sample"]), model["temperature"]
     else:
@@ -106,7 +104,7 @@ def collate(rows: list[Row], pad_id: int) -> dict:
     LLaVA-style and Qwen2-VL-style models match images to their placeholder tokens)."""
     width = max(r.inputs["input_ids"].shape[1] for r in rows)
     batch: dict = {}
-    for key in rows[0].inputs.keys() | {k for r in rows for k in r.inputs}:
+    for key in {k for r in rows for k in r.inputs}:
         values = [r.inputs[key] for r in rows if key in r.inputs]
         if key in _PADDED_KEYS:
             fill = pad_id if key == "input_ids" else 0
@@ -196,16 +194,16 @@ class RowMonitor(StoppingCriteria):
 
     def _step(self, row: Row, token: int, now: float) -> None:
         if row.stream.cancelled:
-            return self._close(row, "stop", "client gone")
+            return self.close(row, "stop", "client gone")
         row.tokens.append(token)
         if token in self.eos:
-            return self._close(row, "stop")
+            return self.close(row, "stop")
         text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
         cut, stopped = cut_at_stop(text, row.params.stop)
         if stopped:
-            return self._close(row, "stop", text=cut)
+            return self.close(row, "stop", text=cut)
         if len(row.tokens) >= row.max_tokens or now >= self.deadline:
-            return self._close(row, "length", text=text)
+            return self.close(row, "length", text=text)
         hold = max((len(s) for s in row.params.stop), default=1) - 1
         safe = len(text) - hold
         if text.endswith("\ufffd"):  # a multi-byte character is not complete yet
@@ -218,7 +216,8 @@ class RowMonitor(StoppingCriteria):
             row.emitted += len(text)
             row.pending = []
 
-    def _close(self, row: Row, reason: str, why: str | None = None, text: str | None = None):
+    def close(self, row: Row, reason: str, why: str | None = None, text: str | None = None):
+        """Finish `row`: emit the text not yet sent, then its finish reason."""
         if text is None:
             text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
         self._emit(row, text[row.emitted:])
@@ -228,42 +227,41 @@ class RowMonitor(StoppingCriteria):
             logger.info("generation halted after %d tokens (%s)", len(row.tokens), why)
 
 
-@contextmanager
-def _only_adapter(model, adapter: str | None | bool):
-    """One adapter for the whole batch (`None`: the base model; `False`: not a peft model):
-    set globally, which costs less per layer than peft's per-row dispatch."""
-    if adapter is False:
-        yield
-    elif adapter is None:
-        with model.disable_adapter():
-            yield
-    else:
-        model.set_adapter(adapter)
-        yield
+def _adapter_routing(model, rows: list[Row], peft: bool):
+    """How the batch's rows reach their adapters: (a context for the generation, extra
+    `generate` arguments). Rows on different adapters use peft's per-row dispatch; rows that
+    share one adapter set it globally, which costs less per layer."""
+    adapters = {r.adapter for r in rows}
+    if not peft:
+        return nullcontext(), {}
+    if len(adapters) > 1:
+        return nullcontext(), {"adapter_names": [r.adapter or BASE_ROW for r in rows]}
+    (only,) = adapters
+    if only is None:
+        return model.disable_adapter(), {}
+    model.set_adapter(only)
+    return nullcontext(), {}
 
 
 def run_batch(model, rows: list[Row], *, tokenizer, eos_ids: set[int], pad_id: int,
               timeout_s: float | None, peft: bool) -> None:
     """Decode `rows` together until each has finished; results go to the rows' streams."""
+    settings = _model_settings(model.generation_config)
     for row in rows:
-        prepare_row(row, model.generation_config)
+        prepare_row(row, settings)
         row.stream.started()
-    deadline = time.monotonic() + (timeout_s or float("inf"))
+    monitor = RowMonitor(rows, eos_ids, tokenizer, time.monotonic() + (timeout_s or float("inf")))
     config = GenerationConfig(
         do_sample=False, max_new_tokens=max(r.max_tokens for r in rows),
         eos_token_id=sorted(eos_ids), pad_token_id=pad_id,
     )
-    extra, adapters, only = {}, {r.adapter for r in rows}, False
-    if peft and len(adapters) > 1:
-        extra["adapter_names"] = [r.adapter or BASE_ROW for r in rows]
-    elif peft:
-        only = adapters.pop()
-    with torch.inference_mode(), _only_adapter(model, only):
+    adapters, extra = _adapter_routing(model, rows, peft)
+    with torch.inference_mode(), adapters:
         model.generate(
             **collate(rows, pad_id), generation_config=config, **extra,
             logits_processor=[RowSampler(rows, eos_ids, tokenizer)],
-            stopping_criteria=[RowMonitor(rows, eos_ids, tokenizer, deadline)],
+            stopping_criteria=[monitor],
         )
     for row in rows:  # generate ended on its own limit before a row's criterion fired
         if not row.done:
-            RowMonitor(rows, eos_ids, tokenizer, deadline)._close(row, "length")
+            monitor.close(row, "length")

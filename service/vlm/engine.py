@@ -143,11 +143,11 @@ class VLMEngine:
         return streams
 
     def wait_started(self, streams: list[Stream]) -> None:
-        """Wait until the request decodes; 503 after the queue timeout."""
+        """Wait until the request decodes; after the queue timeout it is withdrawn (503)."""
         deadline = time.monotonic() + self.admission.wait_timeout_s
         try:
-            for stream in streams:
-                stream.wait_started(max(0.0, deadline - time.monotonic()))
+            if not all(s.wait_started(max(0.0, deadline - time.monotonic())) for s in streams):
+                raise self.admission.timed_out()
         except CrossguardError:
             for stream in streams:
                 stream.cancel()
@@ -175,8 +175,10 @@ class VLMEngine:
         prompt = inputs["input_ids"].shape[1]
         limit = self.context_length
         left = None if limit is None else limit - prompt
-        wanted = params.max_tokens
-        max_tokens = wanted or min(self.default_max_tokens, left or self.default_max_tokens)
+        max_tokens = params.max_tokens
+        if max_tokens is None:
+            max_tokens = self.default_max_tokens if left is None else \
+                min(self.default_max_tokens, left)
         if left is not None and (left < 1 or max_tokens > left):
             raise BadRequest(
                 f"this model's maximum context length is {limit} tokens; the request needs "

@@ -8,7 +8,6 @@ torch.
 
 from __future__ import annotations
 
-import math
 import queue
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -16,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from service.errors import NotReady
 from service.vlm.messages import Message
 
 
@@ -114,16 +112,14 @@ class Stream:
         """Stop generating this choice at the next token (the client went away)."""
         self._cancelled.set()
 
-    def wait_started(self, timeout_s: float | None = None) -> None:
-        """Block until the choice is decoding (or has failed): errors from the wait queue
-        surface here, before any response header is sent. Past `timeout_s` the choice is
-        withdrawn and 503 raised."""
-        if not self._started.wait(timeout_s):
-            self.cancel()
-            raise NotReady(f"waited {timeout_s:.0f}s for a place in a decoding batch",
-                           code="queue_timeout", retry_after=max(1, math.ceil(timeout_s / 10)))
+    def wait_started(self, timeout_s: float | None = None) -> bool:
+        """Block until the choice is decoding (True), or `timeout_s` passed (False). Errors of
+        the engine before decoding (an unloaded adapter) are raised here, before any response
+        header is sent."""
+        started = self._started.wait(timeout_s)
         if self._error is not None:
             raise self._error
+        return started
 
     def __iter__(self) -> Iterator[Delta]:
         """Deltas until the choice ends; closing the iterator early cancels the choice."""

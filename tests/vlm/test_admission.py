@@ -9,12 +9,9 @@ from service.vlm.batching import Row
 from service.vlm.protocol import SamplingParams, Stream
 
 
-def rows(count: int, waited_s: float = 0.0) -> list[Row]:
-    made = [Row(Stream(prompt_tokens=1, index=i), {}, SamplingParams(), 4, None)
+def rows(count: int) -> list[Row]:
+    return [Row(Stream(prompt_tokens=1, index=i), {}, SamplingParams(), 4, None)
             for i in range(count)]
-    for row in made:
-        row.submitted -= waited_s
-    return made
 
 
 def test_queue_bound_gives_429_with_retry_after_and_frees_on_take():
@@ -85,23 +82,31 @@ def test_cancelled_rows_are_dropped_before_decoding():
     assert admission.take() == [staying]
 
 
-def test_waiting_too_long_gives_503_with_retry_after():
-    admission = Admission(wait_timeout_s=0.05, batch_wait_s=0.0)
-    stale, fresh = rows(1, waited_s=1.0) + rows(1)
-    admission.put([stale, fresh])
-    assert admission.take() == [fresh]
-    with pytest.raises(NotReady, match="waited") as timed_out:
-        stale.stream.wait_started(1.0)
-    assert timed_out.value.status_code == 503 and "Retry-After" in timed_out.value.headers()
+def test_the_timeout_answer_is_503_with_retry_after():
+    timed_out = Admission(wait_timeout_s=0.05).timed_out()
+    assert isinstance(timed_out, NotReady) and "waited" in timed_out.message
+    assert timed_out.status_code == 503 and int(timed_out.headers()["Retry-After"]) >= 1
 
 
-def test_a_client_that_stops_waiting_withdraws_its_row():
-    admission = Admission(batch_wait_s=0.0)
-    row, other = rows(2)
-    admission.put([row])
+def test_a_waiter_hears_of_a_timeout_or_an_early_error_at_once():
+    waiting, failed = (row.stream for row in rows(2))
     started = time.monotonic()
-    with pytest.raises(NotReady, match="waited"):
-        row.stream.wait_started(0.05)
+    assert waiting.wait_started(0.05) is False
     assert time.monotonic() - started < 1.0
-    admission.put([other])
-    assert admission.take() == [other]
+    failed.fail(NotReady("adapter gone", code="model_not_found"))
+    with pytest.raises(NotReady, match="adapter gone"):
+        failed.wait_started(5.0)
+
+
+def test_a_client_answered_before_its_batch_ends_is_not_expected_twice():
+    """A lone client often sends its next request before the loop has closed its batch; the
+    next batch must not wait for a second client that does not exist."""
+    admission = Admission(max_batch_size=4, batch_wait_s=5.0)
+    admission.put(rows(1))
+    batch = admission.take()
+    again = rows(1)
+    admission.put(again)  # the same client, back before `done`
+    admission.done(batch, 0.1)
+    started = time.monotonic()
+    assert admission.take() == again
+    assert time.monotonic() - started < 1.0

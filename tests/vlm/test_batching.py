@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import pytest
 import torch
 from PIL import Image
 
-from service.errors import BadRequest
+from service.errors import BadRequest, NotReady
 from service.vlm.admission import Admission
 from service.vlm.engine import VLMEngine
 from service.vlm.messages import Message
@@ -214,3 +215,21 @@ def test_a_mixed_batch_never_switches_the_adapter_globally(batched, alone, monke
     requests = [(chat("hi"), GREEDY, None), (chat("hi"), GREEDY, "refuse")]
     assert together(batched, requests) == [alone.generate(*r) for r in requests]
     assert calls == []
+
+
+def test_waiting_too_long_gives_503_with_retry_after_and_withdraws_the_request(tiny_model):
+    engine = VLMEngine.from_pretrained(
+        tiny_model, admission=Admission(wait_timeout_s=0.05, batch_wait_s=0.0))
+    with engine._model_lock:  # decoding is held up: the first request is taken, the next waits
+        first = engine.submit(chat("hello"), GREEDY)[0]
+        late = engine.submit(chat("hello"), GREEDY)
+        with pytest.raises(NotReady, match="waited") as timed_out:
+            engine.wait_started(late)
+    assert timed_out.value.status_code == 503 and "Retry-After" in timed_out.value.headers()
+    assert late[0].cancelled
+    assert first.result().completion_tokens >= 1
+    deadline = time.monotonic() + 5
+    while engine.busy:  # the withdrawn request is dropped, never decoded
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert late[0].finish_reason is None and late[0].completion_tokens == 0
