@@ -1,20 +1,23 @@
 """Load: batched vs one-at-a-time decoding, side by side, against real `bentoml serve`s.
 
-For each mode (`CROSSGUARD_MAX_BATCH_SIZE` 16, and 1 for one-at-a-time) one server runs the
-demo model with its `safety` adapter; N closed-loop clients (1, 4, 16) send, for `--seconds`
-each: text requests, image requests, and text requests alternating between the base model and
-the adapter (mixed adapters). Every reply is exactly `--max-tokens` tokens (`min_tokens`), so
-the modes do the same work. Prints throughput, p50/p95 latency, back-pressure, lost requests
-and each server's peak RSS (its whole process tree), then batched / one-at-a-time ratios.
+Two servers run at once, one per mode (`CROSSGUARD_MAX_BATCH_SIZE` 16, and 1 for
+one-at-a-time), each with the demo model and its `safety` adapter. N closed-loop clients (1, 4,
+16) send text requests, image requests, and text requests alternating between the base model
+and the adapter (mixed adapters); each cell is measured `--repeats` times per mode, the modes
+interleaved. Every reply is exactly `--max-tokens` tokens (`min_tokens`), so the modes do the
+same work. Prints throughput, p50/p95 latency, the ratios (pooled, and the worst repeat's),
+back-pressure, lost requests and each server's peak RSS (its whole process tree).
 
-    python -m bench.load [--model PATH] [--adapter PATH] [--seconds 15] [--max-tokens 32]
+    python -m bench.load --adapter PATH [--model PATH] [--seconds 8] [--repeats 4]
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import io
+import json
 import os
 import statistics
 import tempfile
@@ -61,14 +64,25 @@ def _tree_rss_bytes(root: int) -> int:
     return total
 
 
-def _client(url: str, bodies: list[dict], stop: float, out: list, lock: threading.Lock) -> None:
+def _client(
+    url: str, bodies: list[dict], first: int, stop: float, out: list, lock: threading.Lock
+) -> None:
+    """A closed-loop client cycling through `bodies` from `first` on (so that at any moment the
+    clients of the mixed workload are split evenly between base and adapter, and a batch of
+    them mixes both). Bodies are serialised once: the load generator shares the server's two
+    cores, and encoding a 350 kB image body per request would be counted as serving time."""
+    encoded = [json.dumps(body).encode() for body in bodies]
+    headers = {"content-type": "application/json"}
     with httpx.Client(timeout=300) as client:
-        sent = 0
+        sent = first
         while time.monotonic() < stop:
             start = time.perf_counter()
             try:
-                response = client.post(f"{url}/v1/chat/completions",
-                                       json=bodies[sent % len(bodies)])
+                response = client.post(
+                    f"{url}/v1/chat/completions",
+                    headers=headers,
+                    content=encoded[sent % len(encoded)],
+                )
                 status = response.status_code
             except httpx.HTTPError as exc:
                 status = type(exc).__name__
@@ -82,19 +96,33 @@ def _client(url: str, bodies: list[dict], stop: float, out: list, lock: threadin
 def _workloads(args) -> dict[str, list[dict]]:
     fixed = {"max_tokens": args.max_tokens, "min_tokens": args.max_tokens, "temperature": 0}
     text = {"messages": [{"role": "user", "content": "what is two plus three ?"}], **fixed}
-    image = {**fixed, "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "follow the instruction in the image ."},
-        {"type": "image_url", "image_url": {"url": _noise_png(args.image_side)}}]}]}
-    return {"text": [text], "image": [image],
-            "mixed adapters": [{**text, "model": "base"}, {**text, "model": "safety"}]}
+    image = {
+        **fixed,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "follow the instruction in the image ."},
+                    {"type": "image_url", "image_url": {"url": _noise_png(args.image_side)}},
+                ],
+            }
+        ],
+    }
+    return {
+        "text": [text],
+        "image": [image],
+        "mixed adapters": [{**text, "model": "base"}, {**text, "model": "safety"}],
+    }
 
 
 def _measure(url: str, bodies: list[dict], clients: int, seconds: float) -> dict:
     results: list = []
     lock = threading.Lock()
     stop = time.monotonic() + seconds
-    threads = [threading.Thread(target=_client, args=(url, bodies, stop, results, lock))
-               for _ in range(clients)]
+    threads = [
+        threading.Thread(target=_client, args=(url, bodies, i, stop, results, lock))
+        for i in range(clients)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -102,64 +130,122 @@ def _measure(url: str, bodies: list[dict], clients: int, seconds: float) -> dict
     statuses = Counter(status for status, _ in results)
     ok = sorted(s for status, s in results if status == 200)
     return {
+        "latencies": ok,
         "throughput": len(ok) / seconds,
         "p50": statistics.median(ok) if ok else float("nan"),
         "p95": ok[min(len(ok) - 1, int(0.95 * len(ok)))] if ok else float("nan"),
         "shed": statuses[429] + statuses[503],
         "lost": sum(n for s, n in statuses.items() if not isinstance(s, int)),
-        "errors": sum(n for s, n in statuses.items() if isinstance(s, int) and s >= 500
-                      and s != 503),
+        "errors": sum(
+            n for s, n in statuses.items() if isinstance(s, int) and s >= 500 and s != 503
+        ),
     }
 
 
-def _run_mode(args, batch_size: int, tmp: Path) -> tuple[dict, int]:
-    env = {"CROSSGUARD_MODEL": args.model, "CROSSGUARD_MAX_BATCH_SIZE": str(batch_size),
-           "CROSSGUARD_ADAPTERS": f"safety={args.adapter}",
-           "CROSSGUARD_MAX_WAITING": "64"}
-    rows, peak = {}, 0
-    workdir = tmp / f"batch-{batch_size}"
-    workdir.mkdir()
-    with BentoServer(env, workdir) as server:
-        root = server.process.pid
-        for workload, bodies in _workloads(args).items():
+MODES = {"batched": 16, "one-at-a-time": 1}
+
+
+def _interleaved(args, servers: dict[str, BentoServer]) -> tuple[dict, dict]:
+    """Every cell (workload, clients) is measured `--repeats` times on each server, the two
+    modes alternating and their order swapped each repeat, so the machine's drift (it moved
+    one-at-a-time throughput by 20 % within a run when the modes ran one after the other)
+    falls on both sides of each ratio."""
+    cells: dict[tuple, dict[str, list[dict]]] = {}
+    peaks = dict.fromkeys(servers, 0)
+    for workload, bodies in _workloads(args).items():
+        for server in servers.values():
             _measure(server.url, bodies, 1, 1.0)  # warm-up
-            for clients in args.clients:
-                rows[workload, clients] = _measure(server.url, bodies, clients, args.seconds)
-                peak = max(peak, _tree_rss_bytes(root))
-                print(f"  batch size {batch_size:>2}  {workload:<14} {clients:>2} clients  "
-                      f"{rows[workload, clients]['throughput']:6.2f} req/s", flush=True)
-    return rows, peak
+        for clients in args.clients:
+            runs = cells[workload, clients] = {mode: [] for mode in servers}
+            for repeat in range(args.repeats):
+                order = list(servers) if repeat % 2 == 0 else list(servers)[::-1]
+                for mode in order:
+                    runs[mode].append(_measure(servers[mode].url, bodies, clients, args.seconds))
+                    peaks[mode] = max(peaks[mode], _tree_rss_bytes(servers[mode].process.pid))
+            print(
+                f"  {workload:<14} {clients:>2} clients  "
+                + "  ".join(
+                    f"{mode} " + "/".join(f"{r['throughput']:.1f}" for r in rs)
+                    for mode, rs in runs.items()
+                )
+                + " req/s",
+                flush=True,
+            )
+    return cells, peaks
+
+
+def _pooled(runs: list[dict]) -> dict:
+    ok = sorted(s for r in runs for s in r["latencies"])
+    return {
+        "throughput": statistics.mean(r["throughput"] for r in runs),
+        "p50": statistics.median(ok) if ok else float("nan"),
+        "p95": ok[min(len(ok) - 1, int(0.95 * len(ok)))] if ok else float("nan"),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default=ServiceSettings().model_path)
-    parser.add_argument("--adapter", required=True, help="the safety adapter folder "
-                        "(`python -m unlearning.demo safety` prints it)")
+    parser.add_argument(
+        "--adapter",
+        required=True,
+        help="the safety adapter folder (`python -m unlearning.demo safety` prints it)",
+    )
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--image-side", type=int, default=256)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        batched, batched_peak = _run_mode(args, 16, Path(tmp))
-        alone, alone_peak = _run_mode(args, 1, Path(tmp))
-    print(f"\nmodel={args.model} max_tokens={args.max_tokens} (fixed) "
-          f"seconds={args.seconds:.0f} image={args.image_side}px")
-    print("| workload | clients | batched req/s | one-at-a-time req/s | throughput ratio "
-          "| batched p50 / p95 ms | one-at-a-time p50 / p95 ms | p50 ratio |")
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        servers = {}
+        for mode, batch_size in MODES.items():
+            workdir = Path(tmp) / mode
+            workdir.mkdir()
+            servers[mode] = stack.enter_context(
+                BentoServer(
+                    {
+                        "CROSSGUARD_MODEL": args.model,
+                        "CROSSGUARD_MAX_BATCH_SIZE": str(batch_size),
+                        "CROSSGUARD_ADAPTERS": f"safety={args.adapter}",
+                        "CROSSGUARD_MAX_WAITING": "64",
+                    },
+                    workdir,
+                )
+            )
+        cells, peaks = _interleaved(args, servers)
+
+    print(
+        f"\nmodel={args.model} max_tokens={args.max_tokens} (fixed) "
+        f"{args.repeats} x {args.seconds:.0f} s per cell and mode, interleaved, "
+        f"image={args.image_side}px"
+    )
+    print(
+        "| workload | clients | batched req/s | one-at-a-time req/s | throughput ratio "
+        "(worst repeat) | batched p50 / p95 ms | one-at-a-time p50 / p95 ms "
+        "| p50 ratio (worst repeat) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
-    for key, b in batched.items():
-        a = alone[key]
-        print(f"| {key[0]} | {key[1]} | {b['throughput']:.2f} | {a['throughput']:.2f} "
-              f"| {b['throughput'] / a['throughput']:.2f}x | {b['p50'] * 1000:.0f} / "
-              f"{b['p95'] * 1000:.0f} | {a['p50'] * 1000:.0f} / {a['p95'] * 1000:.0f} "
-              f"| {b['p50'] / a['p50']:.2f}x |")
-    shed = sum(r["shed"] for r in [*batched.values(), *alone.values()])
-    lost = sum(r["lost"] + r["errors"] for r in [*batched.values(), *alone.values()])
-    print(f"\npeak RSS: batched {batched_peak / 2**20:.0f} MiB, one-at-a-time "
-          f"{alone_peak / 2**20:.0f} MiB; 429/503 answers {shed}; lost or 5xx {lost}")
+    for (workload, clients), runs in cells.items():
+        b, a = _pooled(runs["batched"]), _pooled(runs["one-at-a-time"])
+        pairs = list(zip(runs["batched"], runs["one-at-a-time"], strict=True))
+        worst_throughput = min(x["throughput"] / y["throughput"] for x, y in pairs)
+        worst_p50 = max(x["p50"] / y["p50"] for x, y in pairs)
+        print(
+            f"| {workload} | {clients} | {b['throughput']:.2f} | {a['throughput']:.2f} "
+            f"| {b['throughput'] / a['throughput']:.2f}x ({worst_throughput:.2f}x) "
+            f"| {b['p50'] * 1000:.0f} / {b['p95'] * 1000:.0f} "
+            f"| {a['p50'] * 1000:.0f} / {a['p95'] * 1000:.0f} "
+            f"| {b['p50'] / a['p50']:.2f}x ({worst_p50:.2f}x) |"
+        )
+    every = [r for runs in cells.values() for rs in runs.values() for r in rs]
+    print(
+        f"\npeak RSS (whole process tree): batched {peaks['batched'] / 2**20:.0f} MiB, "
+        f"one-at-a-time {peaks['one-at-a-time'] / 2**20:.0f} MiB; "
+        f"429/503 answers {sum(r['shed'] for r in every)}; "
+        f"lost or 5xx {sum(r['lost'] + r['errors'] for r in every)}"
+    )
 
 
 if __name__ == "__main__":

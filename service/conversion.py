@@ -100,6 +100,7 @@ def to_sampling_params(request: ChatCompletionRequest, settings: ServiceSettings
         logit_bias={int(k): v for k, v in (request.logit_bias or {}).items()},
         presence_penalty=request.presence_penalty,
         frequency_penalty=request.frequency_penalty,
+        deltas=request.stream,
     )
 
 

@@ -101,7 +101,8 @@ class ServiceSettings(BaseSettings):
     )
     batch_wait_ms: float = Field(
         default=50.0, ge=0, description="Longest wait of an idle worker for as many requests "
-        "as its last batch had before it starts decoding (a lone client never waits)."
+        "as were in flight during its last batch before it starts decoding (a lone client "
+        "never waits)."
     )
     max_waiting: int = Field(
         default=16, ge=0,

@@ -2,10 +2,12 @@
 
 Requests wait here while a batch decodes. When the loop is free it takes what waits, up to
 `max_batch_size` rows. Clients answered by one batch come back at slightly different times (each
-request is parsed, its images decoded and tokenised first), so the loop expects the rows the
-last batch answered plus those it had left waiting when it started, and waits for them at most
-`batch_wait_s`: a lone client is served at once, and 16 clients keep decoding 16 at a time
-instead of splitting into a large batch and a straggling small one (README "Batching").
+request is parsed, its images decoded and tokenised first), so the loop expects as many rows as
+were in flight together while the last batch ran (its rows not yet finished plus those waiting,
+at their peak) and waits for them at most `batch_wait_s`. A lone client is served at once (its
+next request arrives after its row finished, so it is counted once), and 16 clients keep
+decoding 16 at a time instead of settling into two alternating half batches, each filled while
+the other decodes (README "Batching").
 
 Requests beyond `max_waiting` queued rows are refused at once with 429 and a Retry-After
 estimate; a request that waits longer than `wait_timeout_s` gets 503 (its waiter withdraws it).
@@ -33,8 +35,9 @@ class Admission:
         self._running = 0
         self._changed = threading.Condition()
         self._mean_batch_s = 1.0
+        self._batch: list[Row] = []
+        self._in_flight = 1
         self._expected = 1
-        self._left_behind = 0
 
     @property
     def admitted(self) -> int:
@@ -52,7 +55,12 @@ class Admission:
                     retry_after=self._retry_after_s(), code="queue_full",
                 )
             self._waiting.extend(rows)
+            self._note_in_flight()
             self._changed.notify_all()
+
+    def _note_in_flight(self) -> None:
+        decoding = sum(not row.done for row in self._batch)
+        self._in_flight = max(self._in_flight, decoding + len(self._waiting))
 
     def timed_out(self) -> NotReady:
         """The 503 for a request that waited `wait_timeout_s` without a place in a batch (its
@@ -76,7 +84,8 @@ class Admission:
                 batch = self._admit_from_queue()
                 if batch:
                     self._running += len(batch)
-                    self._left_behind = len(self._waiting)
+                    self._batch, self._in_flight = batch, 0
+                    self._note_in_flight()
                     return batch
 
     def _expected_rows_wait(self) -> bool:
@@ -95,7 +104,6 @@ class Admission:
         with self._changed:
             self._running -= len(rows)
             self._mean_batch_s = 0.8 * self._mean_batch_s + 0.2 * seconds
-            # Not the rows waiting now: a client answered early in the batch may already have
-            # sent its next request, and counting it twice made a lone client wait.
-            self._expected = max(1, len(rows) + self._left_behind)
+            self._expected = max(1, self._in_flight)
+            self._batch = []
             self._changed.notify_all()

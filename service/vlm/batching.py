@@ -11,7 +11,8 @@ hooks make every row behave as if decoded alone:
   the row's own seeded generator through transformers' own temperature/top-k/top-p warpers. It
   records raw log-probabilities for rows that asked for them. `generate` itself runs greedy, so
   it takes the one token the sampler left.
-- `RowMonitor` (a stopping criterion) streams each row's new text, applies its stop sequences,
+- `RowMonitor` (a stopping criterion) streams each row's new text (a row that wants no deltas
+  is detokenised once, at its end, unless it has stop sequences), applies its stop sequences,
   `max_tokens`, deadline and cancellation, and finishes that row alone.
 
 A sampled row draws from a generator seeded with its own seed, so its text does not depend on
@@ -140,14 +141,16 @@ class RowSampler(LogitsProcessor):
 
     def _adjusted(self, raw):
         """Logit bias, presence/frequency penalties and eos held back before `min_tokens`, on
-        the rows that ask for them (a copy only when some row does)."""
-        adjusting = [(i, row) for i, row in enumerate(self.rows) if not row.done and (
-            row.params.logit_bias or row.params.presence_penalty
-            or row.params.frequency_penalty or len(row.tokens) < row.params.min_tokens)]
-        if not adjusting:
+        the rows that ask for them (a copy only when some row does; the hold-back is one
+        indexing for all its rows)."""
+        live = [(i, row) for i, row in enumerate(self.rows) if not row.done]
+        biased = [(i, row) for i, row in live if row.params.logit_bias
+                  or row.params.presence_penalty or row.params.frequency_penalty]
+        holding = [i for i, row in live if len(row.tokens) < row.params.min_tokens]
+        if not biased and not holding:
             return raw
         scores = raw.clone()
-        for i, row in adjusting:
+        for i, row in biased:
             p = row.params
             for token, bias in p.logit_bias.items():
                 scores[i, token] += bias
@@ -155,8 +158,9 @@ class RowSampler(LogitsProcessor):
                 counts = torch.bincount(torch.tensor(row.tokens), minlength=scores.shape[1])
                 counts = counts[: scores.shape[1]].to(scores.device, scores.dtype)
                 scores[i] -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0)
-            if len(row.tokens) < p.min_tokens:
-                scores[i, self.eos] = float("-inf")
+        if holding:
+            rows = torch.tensor(holding, device=scores.device)[:, None]
+            scores[rows, torch.tensor(self.eos, device=scores.device)] = float("-inf")
         return scores
 
     @staticmethod
@@ -198,12 +202,18 @@ class RowMonitor(StoppingCriteria):
         row.tokens.append(token)
         if token in self.eos:
             return self.close(row, "stop")
+        if not (row.params.deltas or row.params.stop):  # its text is needed only at its end
+            if len(row.tokens) >= row.max_tokens or now >= self.deadline:
+                self.close(row, "length")
+            return
         text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
         cut, stopped = cut_at_stop(text, row.params.stop)
         if stopped:
             return self.close(row, "stop", text=cut)
         if len(row.tokens) >= row.max_tokens or now >= self.deadline:
             return self.close(row, "length", text=text)
+        if not row.params.deltas:
+            return
         hold = max((len(s) for s in row.params.stop), default=1) - 1
         safe = len(text) - hold
         if text.endswith("\ufffd"):  # a multi-byte character is not complete yet

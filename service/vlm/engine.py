@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from service.errors import BadRequest, Conflict, CrossguardError, NotFound
@@ -155,8 +156,9 @@ class VLMEngine:
 
     def generate(self, messages: Sequence[Message], params: SamplingParams,
                  adapter: str | None = None) -> Generation:
-        """Generate one reply (`params.n` must be 1); `adapter=None` is the base model."""
-        return self.stream(messages, params, adapter).result()
+        """Generate one reply (`params.n` must be 1); `adapter=None` is the base model. Nobody
+        reads its deltas, so none are made."""
+        return self.stream(messages, replace(params, deltas=False), adapter).result()
 
     def stream(self, messages: Sequence[Message], params: SamplingParams,
                adapter: str | None = None) -> Stream:
@@ -202,6 +204,7 @@ class VLMEngine:
         try:
             self._check_adapter(row.adapter)
         except NotFound:
+            row.done = True
             row.stream.fail(NotFound(f"adapter {row.adapter!r} was unloaded", param="model",
                                      code="model_not_found"))
             return False

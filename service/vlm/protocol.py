@@ -24,7 +24,9 @@ class SamplingParams:
 
     `max_tokens=None` means "up to the context the prompt leaves", capped by the engine's
     default. `temperature=None` keeps the model's own generation config. `n` choices are
-    generated as rows of one batch; choice `i` samples with `seed + i`.
+    generated as rows of one batch; choice `i` samples with `seed + i`. `deltas=False` (vLLM's
+    `FINAL_ONLY` output kind) delivers each choice whole when it ends: the engine then need not
+    detokenise every row at every step (5 % of a 16-row batch's time, README "Benchmarks").
     """
 
     max_tokens: int | None = None
@@ -38,6 +40,7 @@ class SamplingParams:
     logit_bias: Mapping[int, float] = field(default_factory=dict)
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    deltas: bool = True
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 import torch
@@ -109,6 +110,31 @@ def test_each_row_keeps_its_max_tokens_and_stop_sequences(batched, alone):
     assert stopped.text == base.text[: base.text.index(stop)] and stopped.finish_reason == "stop"
     assert whole == base
     assert refusal.text == " I cannot " and refusal.finish_reason == "stop"
+
+
+def test_whole_replies_equal_streamed_ones_and_arrive_in_one_piece(batched):
+    """`deltas=False` rows skip detokenising at every step; their text, stops, finish reasons
+    and logprobs are those of streamed rows, in the same batch."""
+    settings = [SamplingParams(max_tokens=16, temperature=0.0, logprobs=2),
+                SamplingParams(max_tokens=16, temperature=0.0, stop=("help",)),
+                SamplingParams(max_tokens=5, min_tokens=5, temperature=0.0)]
+    requests = [(chat("hello there"), params, adapter) for params in settings
+                for adapter in (None, "refuse")]
+    batched.batch_sizes.clear()
+    batched.admission.expect(2 * len(requests))
+    streamed = [batched.submit(*r)[0] for r in requests]
+    whole = [batched.submit(m, replace(p, deltas=False), a)[0] for m, p, a in requests]
+    streamed_pieces, whole_pieces = [list(s) for s in streamed], [list(s) for s in whole]
+
+    def outcome(stream):
+        return stream.text, stream.completion_tokens, stream.finish_reason, stream.logprobs
+
+    assert [outcome(s) for s in whole] == [outcome(s) for s in streamed]
+    assert batched.batch_sizes == [2 * len(requests)]
+    assert all(len(p) <= 1 for p in whole_pieces)
+    assert max(len(p) for p in streamed_pieces) > 1
+    assert {s.finish_reason for s in whole} == {"length", "stop"}
+    assert whole[0].logprobs and all(s.text for s in whole)
 
 
 def test_sampled_row_matches_generate_with_its_seed_alone_and_in_a_batch(batched, tiny_model):
