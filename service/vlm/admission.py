@@ -32,25 +32,23 @@ class Admission:
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_s
         self._waiting: deque[Row] = deque()
-        self._running = 0
+        self._batch: list[Row] = []  # the rows decoding now
+        self._in_flight = 1  # peak rows decoding + waiting since the last batch started
         self._changed = threading.Condition()
         self._mean_batch_s = 1.0
-        self._batch: list[Row] = []
-        self._in_flight = 1
-        self._expected = 1
 
     @property
     def admitted(self) -> int:
         """Rows decoding or waiting."""
         with self._changed:
-            return self._running + len(self._waiting)
+            return len(self._batch) + len(self._waiting)
 
     def put(self, rows: list[Row]) -> None:
         """Queue the rows of one request, or refuse it with 429 when the queue is full."""
         with self._changed:
             if len(self._waiting) + len(rows) > max(self.max_waiting, len(rows)):
                 raise TooManyRequests(
-                    f"{self._running + len(self._waiting)} requests are running or queued on "
+                    f"{len(self._batch) + len(self._waiting)} requests are running or queued on "
                     "this worker; retry later",
                     retry_after=self._retry_after_s(), code="queue_full",
                 )
@@ -83,13 +81,12 @@ class Admission:
                 self._changed.wait_for(self._expected_rows_wait, timeout=self.batch_wait_s)
                 batch = self._admit_from_queue()
                 if batch:
-                    self._running += len(batch)
                     self._batch, self._in_flight = batch, 0
                     self._note_in_flight()
                     return batch
 
     def _expected_rows_wait(self) -> bool:
-        return len(self._waiting) >= min(self.max_batch_size, self._expected)
+        return len(self._waiting) >= min(self.max_batch_size, self._in_flight)
 
     def _admit_from_queue(self) -> list[Row]:
         batch = []
@@ -99,11 +96,9 @@ class Admission:
                 batch.append(row)
         return batch
 
-    def done(self, rows: list[Row], seconds: float) -> None:
+    def done(self, seconds: float) -> None:
         """The batch ended; its duration feeds the Retry-After estimate."""
         with self._changed:
-            self._running -= len(rows)
             self._mean_batch_s = 0.8 * self._mean_batch_s + 0.2 * seconds
-            self._expected = max(1, self._in_flight)
             self._batch = []
             self._changed.notify_all()

@@ -202,18 +202,16 @@ class RowMonitor(StoppingCriteria):
         row.tokens.append(token)
         if token in self.eos:
             return self.close(row, "stop")
-        if not (row.params.deltas or row.params.stop):  # its text is needed only at its end
-            if len(row.tokens) >= row.max_tokens or now >= self.deadline:
-                self.close(row, "length")
-            return
-        text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
-        cut, stopped = cut_at_stop(text, row.params.stop)
-        if stopped:
-            return self.close(row, "stop", text=cut)
+        text = None  # a row that wants no deltas and has no stops is detokenised at its end
+        if row.params.deltas or row.params.stop:
+            text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
+            cut, stopped = cut_at_stop(text, row.params.stop)
+            if stopped:
+                return self.close(row, "stop", text=cut)
         if len(row.tokens) >= row.max_tokens or now >= self.deadline:
             return self.close(row, "length", text=text)
         if not row.params.deltas:
-            return
+            return None
         hold = max((len(s) for s in row.params.stop), default=1) - 1
         safe = len(text) - hold
         if text.endswith("\ufffd"):  # a multi-byte character is not complete yet

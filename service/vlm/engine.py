@@ -198,7 +198,7 @@ class VLMEngine:
                 with self._model_lock:
                     self._decode([r for r in rows if self._still_served(r)])
             finally:
-                self.admission.done(rows, time.monotonic() - started)
+                self.admission.done(time.monotonic() - started)
 
     def _still_served(self, row: Row) -> bool:
         try:

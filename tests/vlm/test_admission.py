@@ -24,7 +24,7 @@ def test_queue_bound_gives_429_with_retry_after_and_frees_on_take():
     batch = admission.take()
     assert len(batch) == 2 and admission.admitted == 2
     admission.put(rows(1))  # the queue is empty again: running rows do not count against it
-    admission.done(batch, 0.1)
+    admission.done(0.1)
     assert admission.admitted == 1
 
 
@@ -56,7 +56,8 @@ def test_the_clients_of_the_last_batch_are_waited_for():
     """Two rows were answered together: the next batch waits (up to the window) for both."""
     admission = Admission(max_batch_size=4, batch_wait_s=5.0)
     admission.put(rows(2))
-    admission.done(admission.take(), 0.1)
+    admission.take()
+    admission.done(0.1)
     first, later = rows(1), rows(1)
     admission.put(first)
     threading.Timer(0.05, admission.put, args=(later,)).start()
@@ -66,7 +67,8 @@ def test_the_clients_of_the_last_batch_are_waited_for():
 def test_clients_that_do_not_come_back_cost_at_most_the_window():
     admission = Admission(max_batch_size=4, batch_wait_s=0.1)
     admission.put(rows(3))
-    admission.done(admission.take(), 0.1)
+    admission.take()
+    admission.done(0.1)
     only = rows(1)
     admission.put(only)
     started = time.monotonic()
@@ -107,7 +109,7 @@ def test_a_client_answered_before_its_batch_ends_is_not_expected_twice():
     batch[0].done = True  # its reply went out ...
     again = rows(1)
     admission.put(again)  # ... and the same client is back before `done`
-    admission.done(batch, 0.1)
+    admission.done(0.1)
     started = time.monotonic()
     assert admission.take() == again
     assert time.monotonic() - started < 1.0
@@ -124,7 +126,7 @@ def test_clients_that_arrived_while_a_batch_ran_are_expected_with_its_own():
     admission.put(second_half)  # while the first half decodes
     for row in first_half:
         row.done = True
-    admission.done(first_half, 0.1)
+    admission.done(0.1)
     back = rows(2)
     threading.Timer(0.05, admission.put, args=(back,)).start()
     assert admission.take() == second_half + back

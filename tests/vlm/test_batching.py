@@ -40,8 +40,8 @@ class RecordingAdmission(Admission):
 
     def expect(self, rows: int) -> None:
         with self._changed:  # after the last batch has ended, which sets its own expectation
-            self._changed.wait_for(lambda: self._running == 0)
-            self._expected = rows
+            self._changed.wait_for(lambda: not self._batch)
+            self._in_flight = rows
 
     def take(self):
         rows = super().take()
