@@ -65,13 +65,11 @@ def _tree_rss_bytes(root: int) -> int:
 
 
 def _client(
-    url: str, bodies: list[dict], first: int, stop: float, out: list, lock: threading.Lock
+    url: str, bodies: list[bytes], first: int, stop: float, out: list, lock: threading.Lock
 ) -> None:
     """A closed-loop client cycling through `bodies` from `first` on (so that at any moment the
     clients of the mixed workload are split evenly between base and adapter, and a batch of
-    them mixes both). Bodies are serialised once: the load generator shares the server's two
-    cores, and encoding a 350 kB image body per request would be counted as serving time."""
-    encoded = [json.dumps(body).encode() for body in bodies]
+    them mixes both)."""
     headers = {"content-type": "application/json"}
     with httpx.Client(timeout=300) as client:
         sent = first
@@ -81,7 +79,7 @@ def _client(
                 response = client.post(
                     f"{url}/v1/chat/completions",
                     headers=headers,
-                    content=encoded[sent % len(encoded)],
+                    content=bodies[sent % len(bodies)],
                 )
                 status = response.status_code
             except httpx.HTTPError as exc:
@@ -93,7 +91,9 @@ def _client(
                 time.sleep(0.2)
 
 
-def _workloads(args) -> dict[str, list[dict]]:
+def _workloads(args) -> dict[str, list[bytes]]:
+    """Request bodies, serialised once: the load generator shares the server's two cores, and
+    encoding a 350 kB image body per request would be counted as serving time."""
     fixed = {"max_tokens": args.max_tokens, "min_tokens": args.max_tokens, "temperature": 0}
     text = {"messages": [{"role": "user", "content": "what is two plus three ?"}], **fixed}
     image = {
@@ -108,14 +108,24 @@ def _workloads(args) -> dict[str, list[dict]]:
             }
         ],
     }
-    return {
+    workloads = {
         "text": [text],
         "image": [image],
         "mixed adapters": [{**text, "model": "base"}, {**text, "model": "safety"}],
     }
+    return {name: [json.dumps(b).encode() for b in bodies] for name, bodies in workloads.items()}
 
 
-def _measure(url: str, bodies: list[dict], clients: int, seconds: float) -> dict:
+def _p50_p95(latencies: list[float]) -> tuple[float, float]:
+    """Median and 95th percentile of sorted latencies (nan when none)."""
+    if not latencies:
+        return float("nan"), float("nan")
+    return statistics.median(latencies), latencies[
+        min(len(latencies) - 1, int(0.95 * len(latencies)))
+    ]
+
+
+def _measure(url: str, bodies: list[bytes], clients: int, seconds: float) -> dict:
     results: list = []
     lock = threading.Lock()
     stop = time.monotonic() + seconds
@@ -132,8 +142,7 @@ def _measure(url: str, bodies: list[dict], clients: int, seconds: float) -> dict
     return {
         "latencies": ok,
         "throughput": len(ok) / seconds,
-        "p50": statistics.median(ok) if ok else float("nan"),
-        "p95": ok[min(len(ok) - 1, int(0.95 * len(ok)))] if ok else float("nan"),
+        "p50": _p50_p95(ok)[0],
         "shed": statuses[429] + statuses[503],
         "lost": sum(n for s, n in statuses.items() if not isinstance(s, int)),
         "errors": sum(
@@ -175,12 +184,8 @@ def _interleaved(args, servers: dict[str, BentoServer]) -> tuple[dict, dict]:
 
 
 def _pooled(runs: list[dict]) -> dict:
-    ok = sorted(s for r in runs for s in r["latencies"])
-    return {
-        "throughput": statistics.mean(r["throughput"] for r in runs),
-        "p50": statistics.median(ok) if ok else float("nan"),
-        "p95": ok[min(len(ok) - 1, int(0.95 * len(ok)))] if ok else float("nan"),
-    }
+    p50, p95 = _p50_p95(sorted(s for r in runs for s in r["latencies"]))
+    return {"throughput": statistics.mean(r["throughput"] for r in runs), "p50": p50, "p95": p95}
 
 
 def main() -> None:
