@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from service.auth import require_admin, require_api_key
 from service.http import build_openai_app
+from service.instance import instance_dir, isolate_metrics
 from service.schemas import (
     AdapterLoadRequest,
     ChatCompletionRequest,
@@ -19,6 +20,8 @@ from service.settings import ServiceSettings
 from service.streaming import relay
 
 settings = ServiceSettings()
+run_folder = instance_dir(settings.run_dir)
+isolate_metrics(run_folder)  # before any metric exists in this worker
 openai_app = build_openai_app(settings.max_request_bytes)
 
 
@@ -35,7 +38,7 @@ class CrossGuard:
     def __init__(self) -> None:
         from service.runtime import Runtime
 
-        self.runtime = Runtime(settings)
+        self.runtime = Runtime(settings, run_folder)
         if bentoml.server_context.worker_index in (None, 1):
             self.runtime.probes.start()
 

@@ -1,11 +1,11 @@
 """Every crossguard Prometheus metric, in one place, with small fixed label sets.
 
-Metrics are plain `prometheus_client` objects at module level: under BentoML, which sets
-PROMETHEUS_MULTIPROC_DIR before workers import the service, each worker writes its own files and
-the /metrics endpoint merges them. Counters sum across workers; every gauge declares how to
-merge (`multiprocess_mode`). Traffic is exported as counters (ratios belong in PromQL); probe
-runs publish gauges of their last result. BentoML's own request metrics
-(`bentoml_service_request_*`) are left as they are.
+Metrics are plain `prometheus_client` objects at module level: under BentoML each worker writes
+its own files into this server's folder (`service/instance.py`, never shared with another
+server on the host) and the /metrics endpoint merges them. Counters sum across workers; every
+gauge declares how to merge (`multiprocess_mode`). Traffic is exported as counters (ratios
+belong in PromQL); probe runs publish gauges of this server's last result. BentoML's own request
+metrics (`bentoml_service_request_*`) are left as they are.
 
 Labels: adapter (an adapter name, or `base`), modality (`text` | `image`), outcome
 (`refused` | `answered`), family (a probe family), status (`success` | `failure`).
@@ -35,15 +35,15 @@ GENERATED_TOKENS = Counter(
 )
 PROBE_ASR = Gauge(
     "crossguard_probe_attack_success_ratio",
-    "Attack success ratio of the last probe run (verdict of the judge panel), by adapter, "
-    "probe family and modality.",
+    "Attack success ratio of this server's last probe run (verdict of the judge panel), by "
+    "adapter, probe family and modality; absent until a run finishes after start-up.",
     ["adapter", "family", "modality"],
     multiprocess_mode="mostrecent",
 )
 PROBE_FALSE_REFUSAL = Gauge(
     "crossguard_probe_false_refusal_ratio",
-    "Share of harmless look-alike requests (over-refusal probes) refused in the last probe run "
-    "(keyword judge), by adapter and modality.",
+    "Share of harmless look-alike requests (over-refusal probes) refused in this server's last "
+    "probe run (keyword judge), by adapter and modality; absent until a run finishes.",
     ["adapter", "modality"],
     multiprocess_mode="mostrecent",
 )
@@ -54,7 +54,8 @@ PROBE_RUNS = Counter(
 )
 PROBE_LAST_RUN = Gauge(
     "crossguard_probe_last_run_timestamp_seconds",
-    "Unix time at which the last successful probe run finished (0: none yet).",
+    "Unix time at which this server's last successful probe run finished (0: none since "
+    "start-up).",
     multiprocess_mode="max",
 )
 ADAPTER_INFO = Gauge(

@@ -3,31 +3,40 @@
 A run is the probe runner's iterator driven from a background thread. Before each generation
 the thread waits until no user request is running or queued, so probes only use idle time and
 never add latency beyond the one batch in progress. Probe traffic never touches the
-live-traffic counters; a finished run publishes its gauges and is saved as the latest report
-(a file, so every BentoML worker serves the same one).
+live-traffic counters. A finished run is saved twice: to `$CROSSGUARD_HOME/probe-reports/`
+(kept across restarts, for people and tools) and to this server's run folder
+(`service.instance`), which every worker serves at `GET /v1/probes/report`; then its gauges are
+published. If either write fails (a full or read-only disk), the run counts as failed and
+neither the endpoint nor the gauges change, so the two always describe the same run: the last
+one this server finished.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import threading
 import time
+from pathlib import Path
 
-from service.errors import Conflict, NotFound
+from service.errors import Conflict, CrossguardError, NotFound
 from service.settings import ServiceSettings
 
 logger = logging.getLogger("crossguard.probes")
 
 
 class ProbeScheduler:
-    def __init__(self, engine, settings: ServiceSettings):
+    def __init__(self, engine, settings: ServiceSettings, run_folder: Path):
+        from service.instance import PROBE_REPORT
         from service.probes.judges import Panel
         from service.probes.runner import default_judges
 
         self.engine = engine
         self.settings = settings
-        self.report_file = settings.home / "probe-reports" / "latest.json"
+        self.report_file = run_folder / PROBE_REPORT
+        self.kept_file = settings.home / "probe-reports" / "latest.json"
         judges = settings.probe_judges or default_judges(engine.base_model_id)
         self.panel = Panel.of(judges)
         self._running = threading.Lock()
@@ -46,7 +55,7 @@ class ProbeScheduler:
         delay = self.settings.probe_initial_delay_s
         while not self._stop.wait(delay):
             if self._running.acquire(blocking=False):
-                self._run_locked()
+                self._run_in_background()
             delay = self.settings.probe_interval_s
 
     def run_now(self, wait: bool) -> dict | None:
@@ -54,11 +63,20 @@ class ProbeScheduler:
         if not self._running.acquire(blocking=False):
             raise Conflict("a probe run is already in progress", code="probe_run_in_progress")
         if not wait:
-            threading.Thread(target=self._run_locked, daemon=True).start()
+            threading.Thread(target=self._run_in_background, daemon=True).start()
             return None
-        return self._run_locked()
+        try:
+            return self._run_locked()
+        except OSError as exc:
+            raise CrossguardError(f"probe run failed: {exc}", code="probe_run_failed") from None
 
-    def _run_locked(self) -> dict | None:
+    def _run_in_background(self) -> None:
+        """A scheduled or not-awaited run has nobody to raise to: `_run_locked` has counted and
+        logged its failure, and the schedule goes on."""
+        with contextlib.suppress(Exception):
+            self._run_locked()
+
+    def _run_locked(self) -> dict:
         from service import metrics
         from service.probes.runner import ProbeRun
         from service.vlm.protocol import SamplingParams
@@ -76,10 +94,15 @@ class ProbeScheduler:
             for _ in probe_run:
                 self._yield_to_users()
             summary = probe_run.report.to_dict(results=False)
-            self._save(summary)
+            for file in (self.kept_file, self.report_file):
+                _write_atomically(file, json.dumps(summary))
             metrics.record_probe_report(probe_run.report)
             logger.info("probe run finished in %.1fs", time.time() - probe_run.report.started_at)
             return summary
+        except OSError as exc:  # a full or read-only disk: one line, not a traceback
+            metrics.record_probe_failure()
+            logger.error("probe run failed: %s", exc)
+            raise
         except Exception:
             metrics.record_probe_failure()
             logger.exception("probe run failed")
@@ -91,13 +114,19 @@ class ProbeScheduler:
         while self.engine.busy and not self._stop.is_set():
             time.sleep(0.02)
 
-    def _save(self, summary: dict) -> None:
-        self.report_file.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.report_file.with_suffix(".tmp")
-        partial.write_text(json.dumps(summary))
-        partial.replace(self.report_file)
-
     def latest(self) -> dict:
         if not self.report_file.is_file():
-            raise NotFound("no probe run has finished yet", code="no_probe_report")
+            raise NotFound("no probe run has finished since this server started",
+                           code="no_probe_report")
         return json.loads(self.report_file.read_text())
+
+
+def _write_atomically(file: Path, text: str) -> None:
+    """Readers see the old file or the whole new one, never a partial write."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    partial = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+    try:
+        partial.write_text(text)
+        partial.replace(file)
+    finally:
+        partial.unlink(missing_ok=True)

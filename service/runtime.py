@@ -69,7 +69,8 @@ class ChatResult:
 
 
 class Runtime:
-    def __init__(self, settings: ServiceSettings):
+    def __init__(self, settings: ServiceSettings, run_folder: Path):
+        """`run_folder`: this server's own folder (`service.instance.instance_dir`)."""
         from service.vlm.admission import Admission
         from service.vlm.engine import VLMEngine
         from service.vlm.loading import configure_cpu_threads
@@ -92,7 +93,7 @@ class Runtime:
             self.engine.merge(next(iter(settings.adapters)))
         self._report_startup()
         self.refusals = KeywordRefusalJudge()
-        self.probes = ProbeScheduler(self.engine, settings)
+        self.probes = ProbeScheduler(self.engine, settings, run_folder)
         metrics.declare_probe_runs()
         for label in [BASE, *self.engine.adapter_names]:
             metrics.declare_adapter(label, settings.model_path)

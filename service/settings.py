@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -18,6 +19,11 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CROSSGUARD_", extra="ignore", frozen=True)
 
     home: Path = Field(default_factory=crossguard_home, description="Cache root for built models.")
+    run_dir: Path = Field(
+        default_factory=lambda: Path(tempfile.gettempdir()) / "crossguard-run",
+        description="Where each running server keeps a folder of its own (Prometheus "
+        "multiprocess files, its latest probe report); see `service/instance.py`.",
+    )
     model: str = Field(
         default="",
         description="Hugging Face id or local folder of the VLM. Empty means the locally built "

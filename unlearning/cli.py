@@ -22,6 +22,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from service.errors import CrossguardError
+from unlearning.atomic import describe
 from unlearning.config import (
     DataConfig,
     EvalConfig,
@@ -111,6 +112,9 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, FileNotFoundError, CrossguardError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except OSError as exc:
+        print(f"error: {describe(exc)}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def _dispatch(args: argparse.Namespace) -> None:

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from service.vlm.folders import write_adapter_metadata
-from unlearning import checkpoints, objective
+from service.vlm.folders import ADAPTER_METADATA, write_adapter_metadata, write_text_atomic
+from unlearning import atomic, checkpoints, objective
 from unlearning.batching import BatchSource, Typography
 from unlearning.config import LoraSettings, TrainConfig
 from unlearning.data import load_sets
@@ -124,11 +124,10 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
                                   weight_decay=config.optim.weight_decay)
     schedule = make_schedule(optimizer, config)
     state = checkpoints.resume_state(config, facts["data"])
-    found = checkpoints.latest_checkpoint(out) if config.run.resume else None
-    start = checkpoints.load_checkpoint(found, peft_model, optimizer, schedule, state) \
-        if found is not None else 0
-    if start == 0 and accelerator.is_main_process:
-        (out / LOG_FILE).unlink(missing_ok=True)
+    start = checkpoints.resume(out, peft_model, optimizer, schedule, state) \
+        if config.run.resume else 0
+    if accelerator.is_main_process:
+        cut_log(out / LOG_FILE, start)
     model, optimizer = accelerator.prepare(peft_model, optimizer)
     model.train()
     loop = Loop(config, accelerator, model, peft_model, optimizer, schedule, source, state)
@@ -142,14 +141,32 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     return out
 
 
+def cut_log(path: Path, step: int) -> None:
+    """Keep the log's rows up to `step`, where this run starts: a killed run's rows after its
+    last checkpoint are logged again, and a row cut short by the kill is dropped."""
+    if step == 0 or not path.is_file():
+        path.unlink(missing_ok=True)
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line + "\n")
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    with atomic.naming(path):
+        write_text_atomic(path, "".join(kept))
+
+
 def save_adapter(accelerator, model, out: Path, metadata: dict) -> None:
-    """The peft adapter files, then crossguard.json (written last: its presence means the
-    folder is complete)."""
+    """The peft adapter files and crossguard.json, each renamed into `out` whole, crossguard.json
+    last: its presence means the folder is a finished adapter, so it is removed before the
+    weights change and a kill or a full disk never leaves `out` looking finished."""
     weights = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        accelerator.unwrap_model(model).save_pretrained(out, state_dict=weights)
-        write_adapter_metadata(out, metadata)
+        with atomic.files_into(out, last=ADAPTER_METADATA) as staging:
+            accelerator.unwrap_model(model).save_pretrained(staging, state_dict=weights)
+            write_adapter_metadata(staging, metadata)
         logger.info("adapter written to %s", out)
     accelerator.wait_for_everyone()
 
@@ -169,22 +186,22 @@ class Loop:
     def run(self, start: int, progress: bool) -> dict:
         """Steps from `start` to the end or an early stop; returns the summary for the metadata."""
         optim = self.config.optim
-        bar = tqdm(total=optim.max_steps, initial=start, unit="step", desc="unlearning",
-                   disable=not (progress and self.accelerator.is_local_main_process))
         metrics, stopped_by, step, seconds = {}, "max_steps", start, 0.0
         start_memory = peak_memory_mb(self.accelerator.device)
-        for step in range(start + 1, optim.max_steps + 1):
-            tick = time.perf_counter()
-            metrics = self.step(step - 1)
-            seconds += time.perf_counter() - tick
-            bar.update()
-            bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)
-            self.log(step, metrics)
-            self.maybe_checkpoint(step, metrics)
-            if optim.stop_forget_nll is not None and metrics["forget_nll"] > optim.stop_forget_nll:
-                stopped_by = "stop_forget_nll"
-                break
-        bar.close()
+        with tqdm(total=optim.max_steps, initial=start, unit="step", desc="unlearning",
+                  disable=not (progress and self.accelerator.is_local_main_process)) as bar:
+            for step in range(start + 1, optim.max_steps + 1):
+                tick = time.perf_counter()
+                metrics = self.step(step - 1)
+                seconds += time.perf_counter() - tick
+                bar.update()
+                bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)
+                self.log(step, metrics)
+                self.maybe_checkpoint(step, metrics)
+                if (optim.stop_forget_nll is not None
+                        and metrics["forget_nll"] > optim.stop_forget_nll):
+                    stopped_by = "stop_forget_nll"
+                    break
         ran = step - start
         return {"steps": step, "stopped_by": stopped_by, "final_losses": metrics,
                 "seconds": round(seconds, 3),
@@ -238,7 +255,7 @@ class Loop:
         logger.info("step %d lr %.2e %s", step, lr,
                     " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("a") as f:
+        with atomic.naming(self.log_path), self.log_path.open("a") as f:
             f.write(json.dumps({"step": step, "lr": lr, **metrics}) + "\n")
 
     def maybe_checkpoint(self, step: int, metrics: dict[str, float]) -> None:

@@ -13,8 +13,8 @@ from service.vlm.protocol import SamplingParams
 def scheduler(engine, tmp_path, **overrides) -> ProbeScheduler:
     options = {"probe_per_probe": 1, "probe_max_tokens": 48,
                "probes": ["direct", "roleplay", "figstep"], **overrides}
-    settings = ServiceSettings(home=tmp_path, **options)
-    return ProbeScheduler(engine, settings)
+    settings = ServiceSettings(home=tmp_path / "home", **options)
+    return ProbeScheduler(engine, settings, tmp_path / "run")
 
 
 def test_run_now_saves_the_latest_report(engine, tmp_path):
@@ -96,3 +96,67 @@ def test_runs_use_the_configured_split_best_of_n_and_temperature(
     behaviors = {e["behavior"] for cell in summary["summary"] for e in cell["examples"]}
     assert behaviors and behaviors <= {b.task for b in builtin(BUILTIN, split)}
     assert probes.latest()["split"] == split
+
+
+def _failed_runs() -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("crossguard_probe_runs_total", {"status": "failure"}) or 0.0
+
+
+def test_a_full_disk_fails_the_run_cleanly_and_keeps_the_last_report(engine, tmp_path,
+                                                                    monkeypatch, caplog):
+    """ENOSPC while the report is saved: a counted failure with one log line naming the path,
+    a JSON-renderable error for the caller, the previous report still served, the gauges
+    untouched (they describe the same run as the report)."""
+    import errno
+    from pathlib import Path
+
+    from prometheus_client import REGISTRY
+
+    from service.errors import CrossguardError
+
+    probes = scheduler(engine, tmp_path, probes=["direct"])
+    first = probes.run_now(wait=True)
+    published = REGISTRY.get_sample_value("crossguard_probe_last_run_timestamp_seconds")
+    failures = _failed_runs()
+    real_write = Path.write_text
+
+    def full(path, *args, **kwargs):
+        if "probe-reports" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(CrossguardError) as raised:
+        probes.run_now(wait=True)
+    assert raised.value.code == "probe_run_failed" and "No space left" in raised.value.message
+    assert _failed_runs() == failures + 1
+    assert probes.latest() == first
+    assert REGISTRY.get_sample_value("crossguard_probe_last_run_timestamp_seconds") == published
+    logged = [r for r in caplog.records if r.getMessage().startswith("probe run failed")]
+    assert logged and str(probes.kept_file.parent) in logged[-1].getMessage()
+    assert logged[-1].exc_info is None
+    assert not list(probes.kept_file.parent.glob(".*.tmp"))
+
+
+def test_the_schedule_survives_a_failed_run(engine, tmp_path, monkeypatch):
+    probes = scheduler(engine, tmp_path, probes=["direct"], probe_interval_s=0.05,
+                       probe_initial_delay_s=0)
+    failures = _failed_runs()
+    runs = []
+
+    def broken(*args, **kwargs):
+        runs.append(1)
+        raise RuntimeError("judge crashed")
+
+    monkeypatch.setattr("service.probes.runner.ProbeRun", broken)
+    probes.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(runs) < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        probes.stop()
+    assert _failed_runs() >= failures + 3

@@ -1,5 +1,7 @@
 """CLI for the embedded demo VLM. Every command builds (or reuses) what it needs; the last
-stdout line of `build` and `safety` is the folder, for scripts.
+stdout line of `build` and `safety` is the folder, for scripts. A folder that cannot be written
+(read-only or full home) is a one-line error naming it, exit status 1; what was being written
+is left unfinished or removed, never looking complete.
 
 python -m unlearning.demo build [--home DIR] [--force]   # model folder; links models/default
 python -m unlearning.demo safety [--home DIR] [--seed N] # the `safety` adapter folder
@@ -16,9 +18,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 
 import torch
+
+from service.vlm.folders import models_dir
+from unlearning.atomic import describe, naming
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,7 +59,18 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(1)
-    _dispatch(args)
+    try:
+        with naming(written(args)):
+            _dispatch(args)
+    except OSError as exc:
+        print(f"error: {describe(exc)}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def written(args: argparse.Namespace) -> Path:
+    """What the command writes, named in errors that name no file (a full disk under
+    safetensors or a buffered write): `--out`, else the cache's models folder."""
+    return getattr(args, "out", None) or models_dir(getattr(args, "home", None))
 
 
 def _dispatch(args: argparse.Namespace) -> None:
