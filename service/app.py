@@ -18,7 +18,9 @@ from service.schemas import (
 )
 from service.settings import ServiceSettings
 from service.streaming import relay
+from service.traffic import patch as fix_bentoml_timeout
 
+fix_bentoml_timeout()  # BentoML's request timeout kept every request's state for 10 min
 settings = ServiceSettings()
 run_folder = instance_dir(settings.run_dir)
 isolate_metrics(run_folder)  # before any metric exists in this worker
