@@ -16,13 +16,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import threading
 import time
 from pathlib import Path
 
 from service.errors import Conflict, CrossguardError, NotFound
 from service.settings import ServiceSettings
+from service.vlm.folders import write_text_atomic
 
 logger = logging.getLogger("crossguard.probes")
 
@@ -94,8 +94,9 @@ class ProbeScheduler:
             for _ in probe_run:
                 self._yield_to_users()
             summary = probe_run.report.to_dict(results=False)
+            text = json.dumps(summary)
             for file in (self.kept_file, self.report_file):
-                _write_atomically(file, json.dumps(summary))
+                _save(file, text)
             metrics.record_probe_report(probe_run.report)
             logger.info("probe run finished in %.1fs", time.time() - probe_run.report.started_at)
             return summary
@@ -121,12 +122,12 @@ class ProbeScheduler:
         return json.loads(self.report_file.read_text())
 
 
-def _write_atomically(file: Path, text: str) -> None:
-    """Readers see the old file or the whole new one, never a partial write."""
-    file.parent.mkdir(parents=True, exist_ok=True)
-    partial = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+def _save(file: Path, text: str) -> None:
+    """Write atomically; a write error (a full disk reports none) names the file."""
     try:
-        partial.write_text(text)
-        partial.replace(file)
-    finally:
-        partial.unlink(missing_ok=True)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(file, text)
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(file)) from exc

@@ -110,7 +110,7 @@ def test_a_full_disk_fails_the_run_cleanly_and_keeps_the_last_report(engine, tmp
     a JSON-renderable error for the caller, the previous report still served, the gauges
     untouched (they describe the same run as the report)."""
     import errno
-    from pathlib import Path
+    import os
 
     from prometheus_client import REGISTRY
 
@@ -120,14 +120,16 @@ def test_a_full_disk_fails_the_run_cleanly_and_keeps_the_last_report(engine, tmp
     first = probes.run_now(wait=True)
     published = REGISTRY.get_sample_value("crossguard_probe_last_run_timestamp_seconds")
     failures = _failed_runs()
-    real_write = Path.write_text
+    real_fdopen = os.fdopen
 
-    def full(path, *args, **kwargs):
-        if "probe-reports" in str(path):
-            raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        return real_write(path, *args, **kwargs)
+    def full(fd, *args, **kwargs):
+        """A full disk: the temporary report file opens, its write fails (naming no file)."""
+        if "probe-reports" not in os.readlink(f"/proc/self/fd/{fd}"):
+            return real_fdopen(fd, *args, **kwargs)
+        os.close(fd)
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(Path, "write_text", full)
+    monkeypatch.setattr(os, "fdopen", full)
     with pytest.raises(CrossguardError) as raised:
         probes.run_now(wait=True)
     assert raised.value.code == "probe_run_failed" and "No space left" in raised.value.message
@@ -135,9 +137,9 @@ def test_a_full_disk_fails_the_run_cleanly_and_keeps_the_last_report(engine, tmp
     assert probes.latest() == first
     assert REGISTRY.get_sample_value("crossguard_probe_last_run_timestamp_seconds") == published
     logged = [r for r in caplog.records if r.getMessage().startswith("probe run failed")]
-    assert logged and str(probes.kept_file.parent) in logged[-1].getMessage()
+    assert logged and str(probes.kept_file) in logged[-1].getMessage()
     assert logged[-1].exc_info is None
-    assert not list(probes.kept_file.parent.glob(".*.tmp"))
+    assert not list(probes.kept_file.parent.glob(f".{probes.kept_file.name}.*"))
 
 
 def test_the_schedule_survives_a_failed_run(engine, tmp_path, monkeypatch):
