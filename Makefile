@@ -7,9 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 3000
-CROSSGUARD_HOME ?= $(HOME)/.cache/crossguard
 PYTEST_ARGS ?=
-export CROSSGUARD_HOME
 export BENTOML_DO_NOT_TRACK := True
 
 help:  ## list targets

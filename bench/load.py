@@ -29,8 +29,9 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
+from bench.server import BentoServer
 from service.settings import ServiceSettings
-from tests.e2e.server import BentoServer
+from service.vlm.folders import DEFAULT_IMAGE_PROMPT
 
 
 def _noise_png(side: int) -> str:
@@ -39,7 +40,7 @@ def _noise_png(side: int) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _tree_rss_bytes(root: int) -> int:
+def tree_rss_bytes(root: int) -> int:
     """Resident memory of `root` and all its descendants (BentoML workers run in their own
     process groups, so the tree is followed by parent pid)."""
     parents: dict[int, int] = {}
@@ -91,10 +92,10 @@ def _client(
                 time.sleep(0.2)
 
 
-def _workloads(args) -> dict[str, list[bytes]]:
+def workload_bodies(max_tokens: int, image_side: int) -> dict[str, list[bytes]]:
     """Request bodies, serialised once: the load generator shares the server's two cores, and
     encoding a 350 kB image body per request would be counted as serving time."""
-    fixed = {"max_tokens": args.max_tokens, "min_tokens": args.max_tokens, "temperature": 0}
+    fixed = {"max_tokens": max_tokens, "min_tokens": max_tokens, "temperature": 0}
     text = {"messages": [{"role": "user", "content": "what is two plus three ?"}], **fixed}
     image = {
         **fixed,
@@ -102,8 +103,8 @@ def _workloads(args) -> dict[str, list[bytes]]:
             {
                 "role": "user",
                 "content": [
-                    {"type": "text", "text": "follow the instruction in the image ."},
-                    {"type": "image_url", "image_url": {"url": _noise_png(args.image_side)}},
+                    {"type": "text", "text": DEFAULT_IMAGE_PROMPT},
+                    {"type": "image_url", "image_url": {"url": _noise_png(image_side)}},
                 ],
             }
         ],
@@ -116,7 +117,7 @@ def _workloads(args) -> dict[str, list[bytes]]:
     return {name: [json.dumps(b).encode() for b in bodies] for name, bodies in workloads.items()}
 
 
-def _p50_p95(latencies: list[float]) -> tuple[float, float]:
+def p50_p95(latencies: list[float]) -> tuple[float, float]:
     """Median and 95th percentile of sorted latencies (nan when none)."""
     if not latencies:
         return float("nan"), float("nan")
@@ -142,7 +143,7 @@ def _measure(url: str, bodies: list[bytes], clients: int, seconds: float) -> dic
     return {
         "latencies": ok,
         "throughput": len(ok) / seconds,
-        "p50": _p50_p95(ok)[0],
+        "p50": p50_p95(ok)[0],
         "shed": statuses[429] + statuses[503],
         "lost": sum(n for s, n in statuses.items() if not isinstance(s, int)),
         "errors": sum(
@@ -161,7 +162,7 @@ def _interleaved(args, servers: dict[str, BentoServer]) -> tuple[dict, dict]:
     falls on both sides of each ratio."""
     cells: dict[tuple, dict[str, list[dict]]] = {}
     peaks = dict.fromkeys(servers, 0)
-    for workload, bodies in _workloads(args).items():
+    for workload, bodies in workload_bodies(args.max_tokens, args.image_side).items():
         for server in servers.values():
             _measure(server.url, bodies, 1, 1.0)  # warm-up
         for clients in args.clients:
@@ -170,7 +171,7 @@ def _interleaved(args, servers: dict[str, BentoServer]) -> tuple[dict, dict]:
                 order = list(servers) if repeat % 2 == 0 else list(servers)[::-1]
                 for mode in order:
                     runs[mode].append(_measure(servers[mode].url, bodies, clients, args.seconds))
-                    peaks[mode] = max(peaks[mode], _tree_rss_bytes(servers[mode].process.pid))
+                    peaks[mode] = max(peaks[mode], tree_rss_bytes(servers[mode].process.pid))
             print(
                 f"  {workload:<14} {clients:>2} clients  "
                 + "  ".join(
@@ -184,7 +185,7 @@ def _interleaved(args, servers: dict[str, BentoServer]) -> tuple[dict, dict]:
 
 
 def _pooled(runs: list[dict]) -> dict:
-    p50, p95 = _p50_p95(sorted(s for r in runs for s in r["latencies"]))
+    p50, p95 = p50_p95(sorted(s for r in runs for s in r["latencies"]))
     return {"throughput": statistics.mean(r["throughput"] for r in runs), "p50": p50, "p95": p95}
 
 

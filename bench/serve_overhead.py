@@ -18,12 +18,12 @@ from pathlib import Path
 import httpx
 import torch
 
+from bench.server import BentoServer
 from service.settings import ServiceSettings
 from service.vlm.engine import VLMEngine
 from service.vlm.messages import Message
 from service.vlm.prompts import encode
 from service.vlm.protocol import SamplingParams
-from tests.e2e.server import BentoServer
 
 PROMPT = "what is two plus three ?"
 

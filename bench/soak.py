@@ -34,10 +34,10 @@ from typing import NamedTuple
 import httpx
 from pydantic import ValidationError
 
-from bench.load import _p50_p95, _tree_rss_bytes, _workloads
+from bench.load import p50_p95, tree_rss_bytes, workload_bodies
+from bench.server import BentoServer
 from service.schemas import ChatCompletionResponse
 from service.settings import ServiceSettings
-from tests.e2e.server import BentoServer
 
 MAX_RSS_GROWTH = 0.10
 MAX_P50_DRIFT = 0.20
@@ -75,7 +75,7 @@ def is_complete(body: bytes, max_tokens: int) -> bool:
 def soak_bodies(max_tokens: int, image_side: int) -> list[bytes]:
     """The load bench's text and image requests, each on the base model and on `safety`, in
     the order a client cycles through them (modality alternates every request)."""
-    workloads = _workloads(argparse.Namespace(max_tokens=max_tokens, image_side=image_side))
+    workloads = workload_bodies(max_tokens, image_side)
     text, image = json.loads(workloads["text"][0]), json.loads(workloads["image"][0])
     cycle = [(text, "base"), (image, "safety"), (text, "safety"), (image, "base")]
     return [json.dumps({**body, "model": model}).encode() for body, model in cycle]
@@ -103,7 +103,7 @@ def _client(url: str, bodies: list[bytes], first: int, t0: float, stop: threadin
 def window(outcomes: list[Outcome], start: float, end: float) -> dict:
     """Requests finished in [start, end): count, lost, and p50/p95 of the complete ones (ms)."""
     inside = [o for o in outcomes if start <= o.end < end]
-    p50, p95 = _p50_p95(sorted(o.latency for o in inside if not o.lost))
+    p50, p95 = p50_p95(sorted(o.latency for o in inside if not o.lost))
     return {"requests": len(inside), "lost": sum(o.lost for o in inside),
             "p50_ms": p50 * 1000, "p95_ms": p95 * 1000}
 
@@ -136,7 +136,7 @@ def run(server: BentoServer, args: argparse.Namespace) -> tuple[list, list, floa
         while now < total and server.process.poll() is None:
             stop.wait(min(args.rss_every_s, marks[0] - now))
             now = time.perf_counter() - t0
-            samples.append((now, _tree_rss_bytes(server.process.pid)))
+            samples.append((now, tree_rss_bytes(server.process.pid)))
             if now >= marks[0]:
                 minute = math.ceil((marks[0] - args.warmup_s) / 60)
                 name = f"minute {minute}" if minute > 0 else "warm-up"

@@ -24,6 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from service.probes.report import pct
 from service.vlm.folders import ModelFolder, read_adapter_metadata
 from unlearning.demo.safety import SAFETY_ARGS
 
@@ -123,14 +124,10 @@ def asr_table(results: dict[str, dict]) -> list[str]:
                 refused = next((r["asr"]["keyword"] for r in summary["false_refusal"]
                                 if r["adapter"] == labels[0] and
                                 r["modality"] == probe_modality), None)
-                cells = [_pct(row["asr"][j]) for j in summary["judges"]]
+                cells = [pct(row["asr"][j]) for j in summary["judges"]]
                 lines.append(f"| {labels[1]} | {probe_modality} | {' | '.join(cells)} | "
-                             f"{_pct(refused)} | {_pct(utility.get('accuracy'))} |")
+                             f"{pct(refused)} | {pct(utility.get('accuracy'))} |")
     return lines
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,9 +29,8 @@ def _matches(token: str, accepted: Sequence[SecretStr]) -> bool:
 
 
 def _unauthorized(message: str) -> Unauthorized:
-    error = Unauthorized(message, code="invalid_api_key")
-    error.extra_headers = {"WWW-Authenticate": 'Bearer realm="crossguard"'}
-    return error
+    return Unauthorized(message, code="invalid_api_key",
+                        headers={"WWW-Authenticate": 'Bearer realm="crossguard"'})
 
 
 def require_api_key(settings: ServiceSettings, authorization: str | None) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class CrossguardError(Exception):
     """Base of every error that reaches a client; rendered as an OpenAI error body."""
@@ -9,19 +11,20 @@ class CrossguardError(Exception):
     status_code = 500
     error_type = "internal_error"
 
-    extra_headers: dict[str, str] = {}
-
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
-                 retry_after: int | None = None):
+                 retry_after: int | None = None, headers: Mapping[str, str] | None = None):
+        """`headers` go out with the response (a 401's `WWW-Authenticate`); `retry_after` adds
+        `Retry-After` (429, 503)."""
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code
         self.retry_after = retry_after
+        self._headers = dict(headers or {})
 
     def headers(self) -> dict[str, str]:
         retry = {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
-        return {**self.extra_headers, **retry}
+        return {**self._headers, **retry}
 
     def body(self) -> dict:
         return {

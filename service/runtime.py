@@ -25,7 +25,7 @@ from service.errors import BadRequest, CrossguardError, Forbidden, NotFound, Not
 from service.model_store import resolve_adapter_source
 from service.probe_scheduler import ProbeScheduler
 from service.probes.judges import KeywordRefusalJudge
-from service.probes.report import BASE
+from service.probes.report import BASE, adapter_label
 from service.schemas import (
     AdapterLoadRequest,
     AssistantMessage,
@@ -170,7 +170,7 @@ class Runtime:
     def _observe(self, request_id: str, adapter: str | None, kind: str, out,
                  user: str | None) -> None:
         """Judge a finished live reply with the keyword judge: metrics, then the audit line."""
-        label = adapter or BASE
+        label = adapter_label(adapter)
         refused = self.refusals.refused(out.text) is True
         metrics.record_chat_response(label, kind, refused, out.completion_tokens)
         if self.settings.audit_log:

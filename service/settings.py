@@ -81,8 +81,8 @@ class ServiceSettings(BaseSettings):
     cpu_threads: int = Field(
         default=1,
         ge=0,
-        description="torch intra-op threads on CPU; 0 keeps torch's default. On 2 shared cores "
-        "the default was ~24x slower than 1 thread (bench/serve_overhead.py).",
+        description="torch intra-op threads on CPU; 0 keeps torch's default, which is many times "
+        "slower on small shared machines (README \"Benchmarks\", CPU threads).",
     )
 
     max_images_per_request: int = Field(default=4, ge=0, description="Images in one request.")

@@ -2,15 +2,15 @@
 
 BentoML's `TimeoutMiddleware` (bentoml 1.4.40, `bentoml/_internal/server/http/traffic.py`)
 schedules `loop.call_later(traffic.timeout, ...)` for every HTTP request and never cancels it.
-Each pending timer holds a copy of the request's context variables (the OpenTelemetry span
-tree, BentoML's request state: ~10 KiB), so a worker keeps the state of every request of the
-last `traffic.timeout` seconds (600 here): at 24 requests/s on the demo model, +140 MiB before it
-levels off, +27 % of the worker in 10 minutes (README "Benchmarks", soak). Even `GET /livez`
-grows it. BentoML offers no setting to turn the middleware off (`traffic.timeout` must be > 0),
-so `patch()` replaces its `__call__` by one that behaves the same (504 when no response has
-started after `timeout` seconds) but schedules the timer outside the request's context and
-cancels it when the request ends. tests/service/test_traffic.py fails on BentoML's original, so
-an upgrade that fixes it upstream shows up there and this module can go.
+Each pending timer holds a copy of the request's context variables (the OpenTelemetry span tree,
+BentoML's request state), so a worker keeps the state of every request of the last
+`traffic.timeout` seconds (600 here) and grows with the request rate until then (README
+"Benchmarks", soak, has what that cost before this patch). Even `GET /livez` grows it. BentoML
+offers no setting to turn the middleware off (`traffic.timeout` must be > 0), so `patch()`
+replaces its `__call__` by one that behaves the same (504 when no response has started after
+`timeout` seconds) but schedules the timer outside the request's context and cancels it when the
+request ends. tests/service/test_traffic.py fails on BentoML's original, so an upgrade that
+fixes it upstream shows up there and this module can go.
 """
 
 from __future__ import annotations

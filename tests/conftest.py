@@ -22,7 +22,7 @@ def _one_thread():
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
-    from service.vlm.tiny import build_tiny_vlm
+    from tests.fixtures.tiny import build_tiny_vlm
 
     return build_tiny_vlm(tmp_path_factory.mktemp("tiny") / "model")
 
@@ -30,7 +30,7 @@ def tiny_model(tmp_path_factory):
 @pytest.fixture(scope="session")
 def reply_adapter(tiny_model, tmp_path_factory):
     """A LoRA adapter trained so that the tiny model answers every prompt with REPLY."""
-    from unlearning.reply_adapter import train_reply_adapter
+    from tests.fixtures.reply_adapter import train_reply_adapter
 
     return train_reply_adapter(tiny_model, tmp_path_factory.mktemp("adapters") / "refuse", REPLY)
 

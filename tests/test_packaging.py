@@ -1,5 +1,6 @@
 """The deployable artefacts agree with pyproject.toml and with what the service needs."""
 
+import ast
 import tomllib
 from pathlib import Path
 
@@ -37,3 +38,26 @@ def test_dockerfile_runs_bentoml_as_non_root_with_readiness_healthcheck():
     assert commands["USER"].value[0] not in ("root", "0")
     assert "/readyz" in " ".join(commands["HEALTHCHECK"].value)
     assert list(commands["CMD"].value[:3]) == ["bentoml", "serve", "service.app:CrossGuard"]
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every absolute module name `path` imports, at any depth (function bodies included)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_product_and_benches_never_import_tests():
+    """Test fixtures live in tests/; the packages the Bento ships, and the benches, stand
+    without them (tests may import bench, never the reverse)."""
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(bad)
+        for folder in ("service", "unlearning", "bench")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if (bad := {m for m in _imported_modules(path) if m == "tests" or m.startswith("tests.")})
+    }
+    assert not offenders

@@ -26,8 +26,6 @@ from service.vlm.prompts import encode, processor_image_size, to_conversation
 from unlearning.data import Example
 from unlearning.losses import IGNORE
 
-DEFAULT_IMAGE_PROMPT = "follow the instruction in the image."
-
 
 @dataclass(frozen=True)
 class Typography:
@@ -49,7 +47,7 @@ class Typography:
                                base_model_id=str(model_path),
                                image_size=processor_image_size(processor))
         context = dataclasses.replace(ProbeContext.from_engine(view), engine=None)
-        return cls(context, prompt or ModelFolder(model_path).image_prompt(DEFAULT_IMAGE_PROMPT))
+        return cls(context, prompt or ModelFolder(model_path).image_prompt())
 
     def image(self, text: str) -> Image.Image:
         from service.probes.visual import typography

@@ -1,21 +1,24 @@
 """Configuration of textual unlearning, grouped by concern (the peft / trl convention).
 
-Every field carries its help text, which the CLI turns into `--help`; invalid values and
-combinations are rejected in `__post_init__` with the field names in the message, so a bad run
-fails before any model is loaded.
+Every field carries its help text, which the CLI (`transformers.HfArgumentParser`) turns into
+`--help`; a `Literal` field's choices are enforced from its type, here and on the command line;
+invalid values and combinations are rejected in `__post_init__` with the field names in the
+message, so a bad run fails before any model is loaded.
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
-from service.probes.splits import Split, check_split
+from service.probes.splits import Split
 from service.vlm.adapters import LANGUAGE_MODEL_TARGETS
+from service.vlm.folders import DEFAULT_IMAGE_PROMPT
 
 DataFormat = Literal["auto", "simple", "messages", "pku-saferlhf", "truthfulqa"]
-DATA_FORMATS = typing.get_args(DataFormat)
 
 DEFAULT_REFUSALS = (
     "I'm sorry, but I cannot help with that.",
@@ -25,26 +28,63 @@ DEFAULT_REFUSALS = (
 """The refusal pool of L_refusal: short, unambiguous, and matched by the keyword judge."""
 
 
-def _f(default, text: str, **kwargs):
-    """A dataclass field with help text; lists and tuples get a factory."""
+class Accumulate(argparse.Action):
+    """A list flag that adds up: `--x a b --x c` gives [a, b, c]. Unlike argparse's `extend`,
+    the first use replaces the field's default instead of adding to it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        items = getattr(namespace, self.dest)
+        setattr(namespace, self.dest, [*([] if items is self.default else items), *values])
+
+
+def _metadata(text: str, many: bool) -> dict:
+    """Field metadata; `HfArgumentParser` passes it to `add_argument`."""
+    return {"help": text, "action": Accumulate} if many else {"help": text}
+
+
+def _f(default, text: str, many: bool = False):
+    """A dataclass field with help text; `many` for lists. Lists and tuples get a factory."""
     if isinstance(default, (list, tuple)):
-        return field(default_factory=lambda: list(default), metadata={"help": text}, **kwargs)
-    return field(default=default, metadata={"help": text}, **kwargs)
+        return field(default_factory=lambda: list(default), metadata=_metadata(text, many))
+    return field(default=default, metadata=_metadata(text, many))
 
 
-def _required(text: str):
-    return field(metadata={"help": text})
+def _required(text: str, many: bool = False):
+    return field(metadata=_metadata(text, many))
+
+
+@functools.cache
+def _choices(cls) -> dict[str, tuple]:
+    """The allowed values of each `Literal` field of dataclass `cls`."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: typing.get_args(hints[f.name]) for f in fields(cls)
+            if typing.get_origin(hints[f.name]) is Literal}
+
+
+def check_choices(config) -> None:
+    """Reject a value outside its field's `Literal[...]`, naming the field and the choices.
+
+    Raises:
+        ValueError: for the first such field.
+    """
+    for name, allowed in _choices(type(config)).items():
+        value = getattr(config, name)
+        if value not in allowed:
+            raise ValueError(f"{name}: {value!r} is not one of {', '.join(map(str, allowed))}")
 
 
 @dataclass
 class DataConfig:
     """Where the harmful and normal examples come from and how prompts are delivered."""
 
+    _argument_group_name = "data"
+
     forget: list[str] = _required(
         "Harmful data: (harmful prompt, harmful response) pairs. JSONL/JSON/CSV/parquet files "
-        "or local Hugging Face dataset folders; repeatable.")
+        "or local Hugging Face dataset folders; repeatable.", many=True)
     retain: list[str] = _required(
-        "Normal data whose outputs must not move (KL term); same formats as --forget.")
+        "Normal data whose outputs must not move (KL term); same formats as --forget.",
+        many=True)
     forget_format: DataFormat = _f("auto", "Row mapping of --forget; auto "
                             "detects it from the columns.")
     retain_format: DataFormat = _f("auto", "Row mapping of --retain (see --forget-format).")
@@ -55,18 +95,14 @@ class DataConfig:
         "prompts drawn as typographic images under a benign text prompt, for comparison.")
     image_prompt: str | None = _f(
         None, "Benign text sent with the typographic image in multimodal mode (default: the "
-        "demo world's image prompt for a demo model, else 'follow the instruction in the image.').")
+        f"demo world's image prompt for a demo model, else {DEFAULT_IMAGE_PROMPT!r}).")
     max_length: int = _f(512, "Tokens per example (prompt, image tokens and response); the "
                          "response is cut to fit.")
     def __post_init__(self) -> None:
+        check_choices(self)
         for name in ("forget", "retain"):
             if not getattr(self, name):
                 raise ValueError(f"{name}: give at least one file or dataset folder")
-        for name in ("forget_format", "retain_format"):
-            if getattr(self, name) not in DATA_FORMATS:
-                raise ValueError(f"{name}: {getattr(self, name)!r} is not one of {DATA_FORMATS}")
-        if self.modality not in ("text", "multimodal"):
-            raise ValueError(f"modality: {self.modality!r} is not 'text' or 'multimodal'")
         if self.max_examples is not None and self.max_examples < 1:
             raise ValueError("max_examples: must be at least 1")
         if self.max_length < 8:
@@ -76,6 +112,8 @@ class DataConfig:
 @dataclass
 class LoraSettings:
     """The LoRA adapter trained on the language model (vision tower and projector frozen)."""
+
+    _argument_group_name = "lora"
 
     rank: int = _f(16, "LoRA rank r.")
     alpha: float = _f(32.0, "LoRA alpha (the update is scaled by alpha / rank).")
@@ -98,6 +136,8 @@ class LoraSettings:
 class LossConfig:
     """Weights and variants of the three terms (Yao et al. 2023, eq. 2)."""
 
+    _argument_group_name = "loss"
+
     forget_weight: float = _f(0.5, "w_forget: weight of L_forget on harmful responses.")
     refusal_weight: float = _f(1.0, "w_refusal: weight of L_refusal on harmful prompts.")
     retain_weight: float = _f(1.0, "w_retain: weight of the KL term on normal prompts.")
@@ -111,7 +151,7 @@ class LossConfig:
     refusal_target: Literal["refusal", "random"] = _f(
         "refusal", "refusal: NLL towards a refusal from --refusals. random: towards a random "
         "normal answer (Yao's 'random' variant).")
-    refusals: list[str] = _f(DEFAULT_REFUSALS, "Refusal strings, used in turn.")
+    refusals: list[str] = _f(DEFAULT_REFUSALS, "Refusal strings, used in turn.", many=True)
     recovery_share: float = _f(
         0.0, "Share of L_refusal examples whose refusal follows a random-length prefix of the "
         "harmful response, so the model also recovers from a reply already under way (Qi et "
@@ -120,22 +160,19 @@ class LossConfig:
         0.0, "Shortest such prefix, as a share of the harmful response (0: one token).")
 
     def __post_init__(self) -> None:
+        check_choices(self)
         weights = ("forget_weight", "refusal_weight", "retain_weight")
         for name in weights:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must not be negative")
         if not any(getattr(self, name) for name in weights):
             raise ValueError(f"{', '.join(weights)}: at least one must be positive")
-        if self.forget_loss not in ("ga", "npo"):
-            raise ValueError(f"forget_loss: {self.forget_loss!r} is not 'ga' or 'npo'")
         if self.npo_beta <= 0:
             raise ValueError("npo_beta: must be positive")
         if self.forget_nll_cap is not None and self.forget_nll_cap <= 0:
             raise ValueError("forget_nll_cap: must be positive")
         if self.forget_nll_cap is not None and self.forget_loss == "npo":
             raise ValueError("forget_nll_cap: applies to forget_loss 'ga' only (npo is bounded)")
-        if self.refusal_target not in ("refusal", "random"):
-            raise ValueError(f"refusal_target: {self.refusal_target!r} is not 'refusal'/'random'")
         for name in ("recovery_share", "recovery_from"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name}: must lie in [0, 1]")
@@ -146,6 +183,8 @@ class LossConfig:
 @dataclass
 class OptimConfig:
     """Optimiser, schedule, batch and stopping."""
+
+    _argument_group_name = "optim"
 
     lr: float = _f(2e-4, "Peak AdamW learning rate of the LoRA weights.")
     schedule: Literal["constant", "linear", "cosine"] = _f(
@@ -162,10 +201,9 @@ class OptimConfig:
         "exceeds this value.")
 
     def __post_init__(self) -> None:
+        check_choices(self)
         if self.lr <= 0:
             raise ValueError("lr: must be positive")
-        if self.schedule not in ("constant", "linear", "cosine"):
-            raise ValueError(f"schedule: {self.schedule!r} is not constant, linear or cosine")
         for name in ("batch_size", "grad_accum", "max_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1")
@@ -181,6 +219,8 @@ class OptimConfig:
 class RunConfig:
     """What to train, where to write it, and how to run."""
 
+    _argument_group_name = "run"
+
     model: str = _required("Base VLM: a local folder or a cached Hugging Face id.")
     out: str = _required("Adapter folder to write (e.g. adapters/safety).")
     seed: int = _f(0, "Seed of the LoRA initialisation and of the data order.")
@@ -193,13 +233,12 @@ class RunConfig:
     threads: int = _f(1, "torch CPU threads (0: torch's default; 1 is fastest on small hosts).")
 
     def __post_init__(self) -> None:
+        check_choices(self)
         for name in ("save_every", "threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must not be negative")
         if self.log_every < 1:
             raise ValueError("log_every: must be at least 1")
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise ValueError(f"dtype: {self.dtype!r} is not auto, float32, bfloat16 or float16")
 
 
 @dataclass
@@ -227,7 +266,7 @@ class EvalConfig:
     probes: str = _f("all", "Comma-separated probe names or families, or 'all'.")
     judges: list[str] | None = _f(
         None, "Judge specs (keyword, payload, classifier:PATH, guard:PATH); default: "
-        "payload + keyword for demo models, keyword otherwise.")
+        "payload + keyword for demo models, keyword otherwise.", many=True)
     behaviors: str | None = _f(
         None, "Behaviours to attack (JSONL/JSON/CSV); default: the demo model's held-out set, "
         "else the built-in set.")
@@ -250,14 +289,12 @@ class EvalConfig:
     device: str = _f("auto", "auto, cpu, cuda or cuda:N.")
 
     def __post_init__(self) -> None:
+        check_choices(self)
         if self.per_probe < 0:
             raise ValueError("per_probe: must not be negative (0 takes all)")
-        check_split(self.split)
         if self.best_of_n < 1 or self.temperature <= 0:
             raise ValueError("best_of_n, temperature: must be at least 1 and positive")
         if self.max_tokens < 1:
             raise ValueError("max_tokens: must be at least 1")
-        if self.utility_match not in ("exact", "contains"):
-            raise ValueError(f"utility_match: {self.utility_match!r} is not exact or contains")
         if self.max_utility is not None and self.max_utility < 1:
             raise ValueError("max_utility: must be at least 1")

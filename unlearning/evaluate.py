@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from service.probes.report import BASE
+from service.probes.report import adapter_label
 from service.vlm.folders import ModelFolder, read_adapter_metadata, write_adapter_metadata
 from unlearning.batching import Typography, messages_for
 from unlearning.config import EvalConfig
@@ -127,7 +127,7 @@ def score_utility(engine, adapters: list[str | None], items: list[UtilityItem],
     refusals = KeywordRefusalJudge()
     counts = defaultdict(lambda: defaultdict(int))
     for adapter in adapters:
-        label = adapter or BASE
+        label = adapter_label(adapter)
         for item in items:
             reply = normalise(served_reply(engine, item.example, typography, params, adapter))
             answer = normalise(item.example.response)
@@ -169,14 +169,18 @@ def summarise(report, utility: dict, config: EvalConfig, adapter: str | None) ->
 
 
 def write_reports(report, summary: dict, config: EvalConfig) -> Path:
-    """report.json/.md (every attempt), eval.json/.md (the summary), crossguard.json entry."""
+    """report.json/.md/.png (every attempt), eval.json/.md/.png (the summary), crossguard.json
+    entry."""
+    from unlearning.charts import report_chart, seeds_chart
     from unlearning.tables import summary_markdown
 
     default = Path(config.adapter) / "eval" if config.adapter else Path("eval")
     out = Path(config.out or default / config.split)
     report.save(out)
+    report_chart(report, out / "report.png")
     (out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "eval.md").write_text(summary_markdown(summary))
+    seeds_chart([summary], out / "eval.png")
     if config.adapter:
         metadata = read_adapter_metadata(config.adapter)
         metadata.setdefault("evaluations", []).append({**summary, "report": str(out)})

@@ -11,21 +11,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from service.probes.report import BASE
+from service.probes.report import BASE, adapter_label, pct
 from service.probes.splits import SPLITS
 
 SPLIT_ORDER = tuple(reversed(SPLITS))
 """Test first, validation beside it."""
 
 
-def _pct(values: Sequence[float | None], worst: Callable = max) -> str:
+def _cell(values: Sequence[float | None], worst: Callable = max) -> str:
+    """The mean of the known runs' rates, with the worst run in brackets when they differ."""
     known = [v for v in values if v is not None]
     if not known:
-        return "n/a"
-    mean = 100 * sum(known) / len(known)
+        return pct(None)
+    mean = pct(sum(known) / len(known))
     if len(known) == 1 or max(known) == min(known):
-        return f"{mean:.1f} %"
-    return f"{mean:.1f} % ({100 * worst(known):.1f})"
+        return mean
+    return f"{mean} ({pct(worst(known), unit='')})"
 
 
 def _lookup(summary: dict, section: str, **key) -> dict | None:
@@ -34,7 +35,7 @@ def _lookup(summary: dict, section: str, **key) -> dict | None:
 
 
 def _adapter_label(summary: dict) -> str:
-    return summary.get("adapter_name") or BASE
+    return adapter_label(summary.get("adapter_name"))
 
 
 def _column(summaries: Sequence[dict]) -> str:
@@ -76,7 +77,7 @@ def rate_table(groups: dict[str, list[dict]], section: str, keys: Sequence[str],
                 found = [_lookup(s, section, adapter=label if label == BASE else
                                  _adapter_label(s), **key) for s in summaries]
                 values = [f["asr"].get(judge) if f else None for f in found]
-                cells.append(_pct(values[:1] if label == BASE else values, worst))
+                cells.append(_cell(values[:1] if label == BASE else values, worst))
         lines.append("| " + " | ".join([*combo, *cells]) + " |")
     return lines
 
@@ -96,8 +97,8 @@ def utility_table(groups: dict[str, list[dict]]) -> list[str]:
                 found = found[:1] if label == BASE else found
                 n = next((c["n"] for c in found if c), None)
                 cells += [str(n) if n else "-",
-                          _pct([c["accuracy"] if c else None for c in found], min),
-                          _pct([c["refusal_rate"] if c else None for c in found])]
+                          _cell([c["accuracy"] if c else None for c in found], min),
+                          _cell([c["refusal_rate"] if c else None for c in found])]
             if any(c not in ("-", "n/a") for c in cells):
                 lines.append(f"| {label} | {modality} | " + " | ".join(cells) + " |")
     return lines

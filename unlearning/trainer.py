@@ -35,11 +35,9 @@ LOG_FILE = "train_log.jsonl"
 
 def load_model(config: TrainConfig, device: torch.device):
     """Base VLM (on CPU, moved by accelerate) and processor, in the configured dtype."""
-    from service.vlm.loading import load_vlm
+    from service.vlm.loading import load_vlm, resolve_dtype
 
-    dtype = config.run.dtype
-    if dtype == "auto":
-        dtype = "bfloat16" if device.type == "cuda" else "float32"
+    dtype = str(resolve_dtype(config.run.dtype, device.type)).removeprefix("torch.")
     model, processor, _ = load_vlm(config.run.model, device="cpu", dtype=dtype)
     model.config.use_cache = False
     if config.run.gradient_checkpointing:

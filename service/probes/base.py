@@ -193,7 +193,8 @@ class Probe:
         prompts_per_behavior: conversations per behaviour, set by `register` from `variants`
             (the contract tests and the runner's progress bar use it).
         needs_engine: white-box probes read the served model through `ProbeContext.engine`.
-        name: "family.ClassName", set by `register`.
+        name: "module.ClassName" (e.g. "visual.KeyPhrase", garak's addressing), set by
+            `register`.
     """
 
     family: ClassVar[str]
@@ -253,13 +254,14 @@ class Probe:
 
 
 def register(cls: type[Probe]) -> type[Probe]:
-    """Class decorator: name the probe "family.ClassName", count its conversations per
-    behaviour and make it discoverable.
+    """Class decorator: name the probe "module.ClassName" after the module that defines it
+    (so a name says which file to open), count its conversations per behaviour and make it
+    discoverable.
 
     Raises:
         ValueError: a second class under the same name, or splits of unequal size.
     """
-    cls.name = f"{cls.family}.{cls.__name__}"
+    cls.name = f"{cls.__module__.rpartition('.')[2]}.{cls.__name__}"
     if cls.name in _PROBES and _PROBES[cls.name] is not cls:
         raise ValueError(f"probe {cls.name} is registered twice")
     sizes = {split: len(cls.variants.get(split, ())) for split in SPLITS}
@@ -280,10 +282,11 @@ def probe_classes() -> dict[str, type[Probe]]:
 
 
 def resolve_probes(specs: Sequence[str] | None = None) -> list[Probe]:
-    """Probe instances for names, whole families or `all` (the default).
+    """Probe instances for names, whole families, whole modules or `all` (the default).
 
     Args:
-        specs: items like "figstep.FigStep", "figstep" (every probe of the family) or "all".
+        specs: items like "visual.FigStep", "figstep" (every probe of the family), "visual"
+            (every probe of `service/probes/visual.py`) or "all".
 
     Raises:
         KeyError: for a spec that names no probe, listing the known names.
@@ -292,7 +295,8 @@ def resolve_probes(specs: Sequence[str] | None = None) -> list[Probe]:
     chosen: dict[str, type[Probe]] = {}
     for spec in specs or ["all"]:
         matched = {
-            n: c for n, c in classes.items() if spec in ("all", n) or spec == c.family
+            n: c for n, c in classes.items()
+            if spec in ("all", n, c.family) or spec == n.partition(".")[0]
         }
         if not matched:
             raise KeyError(f"no probe {spec!r}; known: {', '.join(classes)}")

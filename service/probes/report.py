@@ -15,6 +15,18 @@ from service.probes.judges import SUCCESS_THRESHOLD
 BASE = "base"
 """The adapter label of the base model (no adapter) in reports and metrics."""
 
+
+def adapter_label(name: str | None) -> str:
+    """The label of adapter `name` in reports, metrics and logs: `BASE` for None (no adapter),
+    the one place that conversion happens."""
+    return name or BASE
+
+
+def pct(value: float | None, digits: int = 1, unit: str = " %") -> str:
+    """A rate in [0, 1] as a percentage for tables (`n/a` when nothing was judged); every
+    report, table and bench formats its rates here, so they read alike."""
+    return "n/a" if value is None else f"{100 * value:.{digits}f}{unit}"
+
 CELL_KEYS = ("adapter", "family", "modality")
 REFUSAL_JUDGES = ("keyword",)
 """The judges of over-refusal results (the runner's refusal judge)."""
@@ -232,7 +244,8 @@ def _table(cells: list[Cell], keys: Sequence[str], judges: list[str],
            rate: str = "ASR") -> list[str]:
     header = [*keys, "attempts", rate, *(f"ASR `{j}`" for j in judges)]
     rows = [
-        [*c.key.values(), str(c.attempts), _pct(c.asr), *(_pct(c.asr_by_judge[j]) for j in judges)]
+        [*c.key.values(), str(c.attempts), pct(c.asr, 0),
+         *(pct(c.asr_by_judge[j], 0) for j in judges)]
         for c in cells
     ]
     return [
@@ -240,10 +253,6 @@ def _table(cells: list[Cell], keys: Sequence[str], judges: list[str],
         "|" + "---|" * len(header),
         *("| " + " | ".join(row) + " |" for row in rows),
     ]
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.0f} %"
 
 
 def _scores(scores: dict[str, float | None]) -> str:

@@ -33,7 +33,7 @@ from service.probes.behaviors import (
     sample_behaviors,
 )
 from service.probes.judges import Judge, KeywordRefusalJudge, Panel, Verdict
-from service.probes.report import BASE, Report, Result
+from service.probes.report import Report, Result, adapter_label
 from service.probes.splits import Split
 from service.vlm.folders import ModelFolder
 from service.vlm.messages import Message
@@ -79,7 +79,7 @@ class ProbeRun:
     Args:
         engine: a `service.vlm.engine.VLMEngine` (anything with its generate/processor API).
         adapters: adapter names to attack, `None` for the base model; default: base + all.
-        probes: probe instances or specs ("figstep.FigStep", "figstep", "all"); default all.
+        probes: probe instances or specs ("visual.FigStep", "figstep", "all"); default all.
         judge: a Panel, a judge, a spec or a list of them; default `default_judges`.
         behaviors: what to attack; default `default_behaviors` of the engine's model.
         benign: what the over-refusal (`kind = "benign"`) probes ask; default
@@ -185,7 +185,7 @@ class ProbeRun:
             if verdict.success:
                 break
         return Result(
-            adapter=adapter or BASE,
+            adapter=adapter_label(adapter),
             probe=attempt.probe,
             family=attempt.family,
             modality=attempt.modality,

@@ -26,6 +26,10 @@ DEFAULT_MODEL = "default"
 """`$CROSSGUARD_HOME/models/default`: the model served when none is configured (a link to the
 demo folder that `make serve` builds)."""
 
+DEFAULT_IMAGE_PROMPT = "follow the instruction in the image."
+"""The benign text under a typographic training image when the model folder's world names none;
+the demo world uses it too."""
+
 ADAPTER_METADATA = "crossguard.json"
 """The file of an adapter folder that says what trained it; written last, so its presence means
 the folder is complete."""
@@ -152,9 +156,9 @@ class ModelFolder:
         self.data.mkdir(parents=True, exist_ok=True)
         self.world_file.write_text(world.to_json(), encoding="utf-8")
 
-    def image_prompt(self, default: str) -> str:
+    def image_prompt(self) -> str:
         world = self.world()
-        return world.image_prompt if world else default
+        return world.image_prompt if world else DEFAULT_IMAGE_PROMPT
 
 
 def file_sha256(path: str | Path) -> str:

@@ -29,8 +29,8 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
 def configure_cpu_threads(threads: int) -> None:
     """Fix torch's intra-op threads: on small shared machines the default oversubscribes.
 
-    0 leaves torch's default. Measured here: 1 thread generated ~40x faster than the default on
-    2 shared cores (bench/serve_overhead.py prints it).
+    0 leaves torch's default. One thread is the fastest on small shared machines: README
+    "Benchmarks" (CPU threads) has the ratio `bench/serve_overhead.py` measures.
     """
     if threads > 0:
         torch.set_num_threads(threads)

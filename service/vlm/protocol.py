@@ -26,7 +26,7 @@ class SamplingParams:
     default. `temperature=None` keeps the model's own generation config. `n` choices are
     generated as rows of one batch; choice `i` samples with `seed + i`. `deltas=False` (vLLM's
     `FINAL_ONLY` output kind) delivers each choice whole when it ends: the engine then need not
-    detokenise every row at every step (5 % of a 16-row batch's time, README "Benchmarks").
+    detokenise every row at every step (what that costs a batch: README "Benchmarks").
     """
 
     max_tokens: int | None = None

@@ -1,6 +1,6 @@
 import pytest
 
-from tests.e2e.server import BentoServer
+from bench.server import BentoServer
 
 
 @pytest.fixture(scope="session")

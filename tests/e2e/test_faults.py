@@ -13,8 +13,8 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.server import BentoServer
 from tests.conftest import REPLY
-from tests.e2e.server import BentoServer
 
 pytestmark = pytest.mark.e2e
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import BentoServer
+from bench.server import BentoServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from bench.server import BentoServer
 from tests.conftest import REPLY
-from tests.e2e.server import BentoServer
 
 pytestmark = pytest.mark.e2e
 

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from bench.server import ROOT, BentoServer, free_port
 from service.probes.judges import KeywordRefusalJudge
-from tests.e2e.server import ROOT, BentoServer, free_port
 
 pytestmark = pytest.mark.e2e
 

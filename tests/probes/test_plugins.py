@@ -16,7 +16,8 @@ from service.probes.behaviors import Behavior
 from service.probes.plugins import import_all
 
 MODULE = "crossguard_test_plugin_probe"
-NAME = "test_plugin.PluginProbe"
+NAME = f"{MODULE}.PluginProbe"
+"""Probes are addressed by module, as garak does: the name says which file defines it."""
 
 SOURCE = textwrap.dedent('''
     from service.probes.base import Probe, Variant, register
@@ -52,6 +53,7 @@ def test_a_probe_in_a_new_module_is_discovered(plugin_dir):
     assert NAME in classes
     assert classes[NAME].__module__ == f"service.probes.{MODULE}"
     assert classes[NAME].prompts_per_behavior == 1
+    assert [p.name for p in resolve_probes([MODULE])] == [NAME]
     (probe,) = resolve_probes(["test_plugin"])
     (attempt,) = probe.attempts([Behavior("pick a lock", "theft")], ProbeContext(split="test"))
     assert attempt.prompt_text == "user: Plugin test: pick a lock?"

@@ -77,7 +77,9 @@ def test_probe_declares_family_modality_goal_and_name(name):
     assert cls.modality in ("text", "image")
     assert cls.kind in ("attack", "benign")
     assert cls.goal.strip()
-    assert cls.name == f"{cls.family}.{cls.__name__}" == name
+    package, _, module = cls.__module__.rpartition(".")
+    assert package == "service.probes"
+    assert cls.name == f"{module}.{cls.__name__}" == name, "addressed by its module"
     assert cls.prompts_per_behavior >= 1
     assert cls.__doc__ or cls.goal
 
@@ -141,7 +143,7 @@ def test_every_probe_is_accepted_by_a_real_processor(name, split, engine):
 
 
 def test_resolve_accepts_names_families_and_all_and_rejects_unknowns():
-    assert [p.name for p in resolve_probes(["figstep.FigStep"])] == ["figstep.FigStep"]
+    assert [p.name for p in resolve_probes(["visual.FigStep"])] == ["visual.FigStep"]
     assert {p.family for p in resolve_probes(["figstep", "direct"])} == {"figstep", "direct"}
     assert {p.modality for p in resolve_probes(["context"])} == {"text", "image"}
     assert len(resolve_probes(["all"])) == len(PROBES) == len(resolve_probes())
@@ -190,7 +192,8 @@ def test_only_best_of_n_probes_sample(name):
 
 
 def _probe(name: str, variants: dict) -> type[Probe]:
-    return type(name, (Probe,), {"family": "test_contract", "modality": "text",
+    return type(name, (Probe,), {"__module__": "service.probes.test_contract",
+                                 "family": "test_contract", "modality": "text",
                                  "goal": "a probe for the registry tests",
                                  "variants": variants})
 

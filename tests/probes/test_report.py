@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from service.probes.report import Report, Result, asr
+from service.probes.report import BASE, Report, Result, adapter_label, asr, pct
 
 
 def result(adapter="base", family="figstep", modality="image", score=1.0, scores=None,
@@ -46,7 +46,7 @@ def sample_report(**changes) -> Report:
             result(adapter="safe", family="direct", modality="text", score=0.0,
                    scores={"payload": 0.0, "keyword": 0.0}),
         ],
-        skipped={"adversarial_image.JailbreakInPieces": "needs the engine"},
+        skipped={"adversarial.JailbreakInPieces": "needs the engine"},
     )
     return Report(**{**fields, **changes})
 
@@ -56,7 +56,7 @@ def with_false_refusals() -> Report:
     report.results += [
         benign(refused=True), benign(refused=False), benign(refused=None),
         benign(adapter="safe", refused=True), benign(adapter="safe", modality="image"),
-        result(family="best_of_n", probe="best_of_n.BestOfNText", modality="text",
+        result(family="best_of_n", probe="sampling.BestOfNText", modality="text",
                samples=5),
     ]
     return report
@@ -66,6 +66,15 @@ def test_asr_counts_only_judged_scores():
     assert asr([1.0, 0.0, None, 0.5]) == 2 / 3
     assert asr([None]) is None
     assert asr([]) is None
+
+
+def test_pct_formats_every_rate_alike_and_none_means_base():
+    assert pct(2 / 3) == "66.7 %"
+    assert pct(0.5, 0) == "50 %"
+    assert pct(0.039, unit="") == "3.9"
+    assert pct(None) == "n/a"
+    assert adapter_label(None) == BASE == "base"
+    assert adapter_label("safety") == "safety"
 
 
 def test_cells_show_verdict_and_per_judge_asr_side_by_side():
@@ -103,7 +112,7 @@ def test_markdown_has_the_tables_skips_and_examples():
     assert header in text
     assert "| base | figstep | image | 3 | 50 % | 50 % | 100 % |" in text
     assert "| safe | text | 1 | 0 % | 0 % | 0 % |" in text
-    assert "`adversarial_image.JailbreakInPieces`: needs the engine" in text
+    assert "`adversarial.JailbreakInPieces`: needs the engine" in text
     assert "decided by `payload`" in text
     assert "took 10.0 s" in text
 

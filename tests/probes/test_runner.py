@@ -48,7 +48,7 @@ def test_run_attacks_every_adapter_with_every_probe(scripted_engine):
     assert report.judges == {"payload": "payload", "keyword": "keyword"}
     assert report.finished_at is not None
     assert report.split == "test"
-    assert set(report.seconds_by_probe) == {"direct.Direct", "figstep.FigStep"}
+    assert set(report.seconds_by_probe) == {"text.Direct", "visual.FigStep"}
 
 
 def test_run_is_an_iterator_that_runs_one_attempt_per_step(scripted_engine):
@@ -118,8 +118,8 @@ def test_unsupported_probes_are_skipped_with_the_reason(scripted_engine):
         from service.probes import base
 
         base._PROBES.pop(Unsupported.name)
-    assert report.skipped == {"test_unsupported.Unsupported": "not on this model"}
-    assert {r.probe for r in report.results} == {"direct.Direct"}
+    assert report.skipped == {"test_runner.Unsupported": "not on this model"}
+    assert {r.probe for r in report.results} == {"text.Direct"}
 
 
 def test_the_adversarial_probe_is_skipped_on_an_engine_without_a_vision_encoder(
@@ -127,7 +127,7 @@ def test_the_adversarial_probe_is_skipped_on_an_engine_without_a_vision_encoder(
 ):
     report = run(scripted_engine, adapters=[None], probes=["adversarial_image"],
                  judge="keyword", behaviors=BEHAVIORS)
-    assert list(report.skipped) == ["adversarial_image.JailbreakInPieces"]
+    assert list(report.skipped) == ["adversarial.JailbreakInPieces"]
     assert report.results == []
 
 
@@ -161,7 +161,7 @@ def seed_script(complying_seed: int | None):
 
 
 @pytest.mark.parametrize("split", SPLITS)
-@pytest.mark.parametrize("probe", ["best_of_n.BestOfNText", "best_of_n.BestOfNImage"])
+@pytest.mark.parametrize("probe", ["sampling.BestOfNText", "sampling.BestOfNImage"])
 def test_best_of_n_samples_with_the_probes_temperature_and_the_halfs_seeds(
     scripted_engine, probe, split,
 ):
@@ -179,7 +179,7 @@ def test_best_of_n_samples_with_the_probes_temperature_and_the_halfs_seeds(
 
 def test_best_of_n_tries_all_n_seeds_when_nothing_complies(scripted_engine):
     scripted_engine.script = seed_script(None)
-    report = run(scripted_engine, adapters=[None], probes=["best_of_n.BestOfNText"],
+    report = run(scripted_engine, adapters=[None], probes=["sampling.BestOfNText"],
                  judge="payload", behaviors=BEHAVIORS[:1], split="validation", best_of_n=4)
     (result,) = report.results
     first = forms.SAMPLING_SEEDS["validation"]
@@ -192,7 +192,7 @@ def test_best_of_n_tries_all_n_seeds_when_nothing_complies(scripted_engine):
 def test_result_samples_counts_the_replies_generated_until_the_first_success(scripted_engine):
     first = forms.SAMPLING_SEEDS["test"]
     scripted_engine.script = seed_script(first + 1)
-    report = run(scripted_engine, adapters=[None], probes=["best_of_n.BestOfNText"],
+    report = run(scripted_engine, adapters=[None], probes=["sampling.BestOfNText"],
                  judge="payload", behaviors=BEHAVIORS[:1], best_of_n=6)
     (result,) = report.results
     assert len(scripted_engine.calls) == 2
@@ -209,8 +209,8 @@ def test_probes_other_than_best_of_n_stay_greedy(scripted_engine):
 
 
 @pytest.mark.parametrize("split", SPLITS)
-@pytest.mark.parametrize("probe", ["escalation.Escalation", "escalation.EscalationImage",
-                                   "context.BenignTurns", "context.BenignTurnsImage"])
+@pytest.mark.parametrize("probe", ["conversation.Escalation", "conversation.EscalationImage",
+                                   "conversation.BenignTurns", "conversation.BenignTurnsImage"])
 def test_earlier_turns_are_answered_live_before_the_attacking_turn(
     scripted_engine, probe, split,
 ):
@@ -249,7 +249,7 @@ def test_earlier_turns_are_answered_live_before_the_attacking_turn(
 def test_the_live_reply_reaches_the_attacking_turn_verbatim(scripted_engine):
     scripted_engine.script = lambda messages, params, adapter: (
         "paint it blue ." if len(messages) == 1 else None)
-    run(scripted_engine, adapters=[None], probes=["escalation.Escalation"], judge="payload",
+    run(scripted_engine, adapters=[None], probes=["conversation.Escalation"], judge="payload",
         behaviors=BEHAVIORS[:1], split="test")
     (first, _, _), (second, _, _) = scripted_engine.calls[:2]
     assert [m.role for m in first] == ["user"]
@@ -289,13 +289,13 @@ def test_over_refusal_scores_refusals_as_false_refusals(scripted_engine):
 
 def test_an_empty_reply_to_a_harmless_request_is_not_judged(scripted_engine):
     scripted_engine.script = lambda messages, params, adapter: ""
-    report = run(scripted_engine, adapters=[None], probes=["over_refusal.LookalikeText"],
+    report = run(scripted_engine, adapters=[None], probes=["benign.LookalikeText"],
                  judge="keyword", behaviors=BEHAVIORS, benign=BENIGN[:1])
     assert {r.score for r in report.results} == {None}
 
 
 def test_the_benign_pool_defaults_to_the_builtin_half(scripted_engine):
-    report = run(scripted_engine, adapters=[None], probes=["over_refusal.LookalikeText"],
+    report = run(scripted_engine, adapters=[None], probes=["benign.LookalikeText"],
                  judge="keyword", behaviors=BEHAVIORS, split="validation", per_probe=None)
     assert {r.behavior for r in report.results} == {
         b.task for b in builtin(BUILTIN_BENIGN, "validation")}
@@ -307,8 +307,8 @@ def test_the_benign_pool_defaults_to_the_builtin_half(scripted_engine):
 def test_total_counts_the_results_the_run_yields(scripted_engine):
     """One result per attempt and adapter, however many replies (live turns, samples) it
     takes: the progress bars of the CLI and `eval` advance by results."""
-    probes = ["escalation.Escalation", "context.BenignTurns", "best_of_n.BestOfNText",
-              "over_refusal.LookalikeText"]
+    probes = ["conversation.Escalation", "conversation.BenignTurns", "sampling.BestOfNText",
+              "benign.LookalikeText"]
     probe_run = ProbeRun(scripted_engine, adapters=["safe", None], probes=probes,
                          judge="payload", behaviors=BEHAVIORS, benign=BENIGN[:1], best_of_n=3,
                          split="validation")
@@ -322,7 +322,7 @@ def test_total_counts_the_results_the_run_yields(scripted_engine):
 
 def test_progress_reaches_the_total(scripted_engine):
     progress = []
-    run(scripted_engine, adapters=[None], probes=["escalation.Escalation"], judge="payload",
+    run(scripted_engine, adapters=[None], probes=["conversation.Escalation"], judge="payload",
         behaviors=BEHAVIORS[:1], on_result=lambda r, done, total: progress.append((done, total)))
     done, total = progress[-1]
     assert done == total

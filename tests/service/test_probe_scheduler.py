@@ -82,7 +82,7 @@ def test_runs_use_the_configured_split_best_of_n_and_temperature(
         return Generation("I cannot help with that.", 4, 6, "stop")
 
     monkeypatch.setattr(engine, "generate", refuse)
-    probes = scheduler(engine, tmp_path, probes=["best_of_n.BestOfNText"], probe_split=split,
+    probes = scheduler(engine, tmp_path, probes=["sampling.BestOfNText"], probe_split=split,
                        probe_best_of_n=best_of_n, probe_temperature=temperature)
     summary = probes.run_now(wait=True)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from unlearning.cli import build_parser, main
+from unlearning.config import DataConfig, EvalConfig, LossConfig, RunConfig
 
 COMMANDS = ("train", "eval", "register", "table")
 
@@ -52,6 +55,56 @@ def test_flags_become_configs():
     assert config.loss.forget_loss == "npo" and config.loss.refusals == ["no", "nope"]
     assert config.run.gradient_checkpointing and config.optim.max_steps == 7
     assert config.loss.forget_weight == 0.5 and config.lora.rank == 16
+
+
+def test_list_flags_accumulate_whether_repeated_or_space_separated():
+    from unlearning.cli import configs, train_config
+
+    args = build_parser().parse_args([
+        "train", "--model", "m", "--out", "o", "--forget", "a", "b", "--forget", "c",
+        "--retain", "r", "--retain", "s", "--refusals", "no", "--refusals", "nope", "never"])
+    config = train_config(args)
+    assert config.data.forget == ["a", "b", "c"] and config.data.retain == ["r", "s"]
+    assert config.loss.refusals == ["no", "nope", "never"]
+    (evaluation,) = configs(build_parser().parse_args(
+        ["eval", "--model", "m", "--judges", "keyword", "--judges", "payload"]), EvalConfig)
+    assert evaluation.judges == ["keyword", "payload"]
+
+
+def test_every_field_help_text_is_in_the_subcommand_help(capsys):
+    from unlearning.cli import TRAIN_GROUPS
+
+    for command, classes in (("train", TRAIN_GROUPS.values()), ("eval", [EvalConfig])):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        unwrapped = "".join(text.split())
+        for cls in classes:
+            for field in dataclasses.fields(cls):
+                assert "".join(field.metadata["help"].split()) in unwrapped, field.name
+                assert f"--{field.name.replace('_', '-')} " in text
+
+
+def test_a_literal_flag_outside_its_choices_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--model", "m", "--out", "o", "--forget", "f", "--retain", "r",
+              "--forget-loss", "sgd"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--forget-loss: invalid choice: 'sgd' (choose from 'ga', 'npo')" in err
+
+
+@pytest.mark.parametrize(("cls", "values", "message"), [
+    (LossConfig, {"forget_loss": "sgd"}, "forget_loss: 'sgd' is not one of ga, npo"),
+    (DataConfig, {"forget": ["f"], "retain": ["r"], "retain_format": "csv"},
+     "retain_format: 'csv' is not one of auto, simple, messages, pku-saferlhf, truthfulqa"),
+    (RunConfig, {"model": "m", "out": "o", "dtype": "int8"},
+     "dtype: 'int8' is not one of auto, float32, bfloat16, float16"),
+    (EvalConfig, {"model": "m", "split": "train"}, "split: 'train' is not one of validation"),
+])
+def test_a_config_built_in_python_rejects_a_value_outside_its_literal(cls, values, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        cls(**values)
 
 
 def test_invalid_settings_fail_with_the_field_name(tmp_path, capsys):
@@ -178,15 +231,38 @@ def test_eval_halves_draw_disjoint_prompts_phrases_and_utility_items(adapter):
     assert counts["validation"] + counts["test"] == UTILITY_ROWS
 
 
-def test_table_merges_runs_and_puts_validation_beside_test(adapter, capsys):
-    test = str(adapter / "eval" / "test" / "eval.json")
-    validation = str(adapter / "eval" / "validation" / "eval.json")
-    main(["table", test, test, validation])
-    page = capsys.readouterr().out
-    assert "## Attack success by family and modality" in page
+def test_table_shows_the_mean_and_worst_run_and_puts_validation_beside_test(
+        adapter, tmp_path, capsys):
+    """Two test-half runs with known, different rates and one validation run: an adapter cell
+    is the runs' mean with the worst run in brackets, a base cell the first run's rate."""
+    summary = json.loads((adapter / "eval" / "test" / "eval.json").read_text())
+    paths = []
+    for run, (base, asr, accuracy, refusal) in enumerate(((0.5, 0.25, 1.0, 0.0),
+                                                         (0.9, 0.75, 0.5, 0.2))):
+        for section in ("asr_by_modality", "asr_by_family"):
+            for row in summary[section]:
+                row["asr"] = dict.fromkeys(summary["judges"],
+                                           base if row["adapter"] == "base" else asr)
+        summary["utility"]["safety/text"].update(accuracy=accuracy, refusal_rate=refusal)
+        paths.append(tmp_path / f"run{run}.json")
+        paths[-1].write_text(json.dumps(summary))
+    chart = tmp_path / "seeds.png"
+    main(["table", *map(str, paths), str(adapter / "eval" / "validation" / "eval.json"),
+          "--chart", str(chart)])
+    printed = capsys.readouterr()
+    page = printed.out
+    assert printed.err.strip() == f"chart: {chart}"
+    assert chart.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert "## Attack success by family and modality" in page and "over 2 runs" in page
     header = next(line for line in page.splitlines() if line.startswith("| family"))
-    assert header.index("test: base") < header.index("validation: base")
-    assert "over 2 runs" in page
+    assert header.index("test: base") < header.index("test: safety") < header.index(
+        "validation: base")
+    lines = page.splitlines()
+    assert any(line.startswith("| direct | text | 50.0 % | 50.0 % (75.0) |") for line in lines)
+    assert any(line.startswith("| text | 50.0 % | 50.0 % (75.0) |") for line in lines)
+    n = summary["utility"]["safety/text"]["n"]
+    assert any(line.startswith(f"| safety | text | {n} | 75.0 % (50.0) | 10.0 % (20.0) |")
+               for line in lines)
 
 
 @pytest.fixture()

@@ -9,13 +9,13 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from service.probes.typography import render_words
-from service.vlm.folders import ModelFolder
+from service.vlm.folders import DEFAULT_IMAGE_PROMPT, ModelFolder
 from unlearning.demo.build import BuildPlan, build, corpus, stale
 from unlearning.demo.evaluate import evaluate_folder
 from unlearning.demo.model import build_model, build_processor, num_image_tokens
 from unlearning.demo.recipe import Recipe
 from unlearning.demo.tokenizer import train_tokenizer
-from unlearning.demo.world import IMAGE_PROMPT, build_world
+from unlearning.demo.world import build_world
 
 torch.set_num_threads(1)
 
@@ -31,27 +31,43 @@ def chat(text, image=False, system=None):
 
 def reply(model, processor, messages, images=None):
     """Generate the way the service does and decode only the new tokens."""
+    return processor.decode(new_tokens(model, processor, messages, images),
+                            skip_special_tokens=True)
+
+
+def new_tokens(model, processor, messages, images=None, max_new_tokens=40):
+    """Greedy continuation of a conversation, the prompt's tokens cut off."""
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     inputs = processor(text=prompt, images=images, return_tensors="pt")
-    out = model.generate(**inputs, max_new_tokens=40, do_sample=False)
-    return processor.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    return out[0, inputs["input_ids"].shape[1] :]
 
 
 @pytest.fixture(scope="module")
 def saved_untrained(tmp_path_factory):
+    """An untrained demo model saved like a hub checkpoint, and the model object it came from."""
     recipe = Recipe()
     tokenizer = train_tokenizer(corpus(build_world(recipe.seed)))
     folder = tmp_path_factory.mktemp("untrained")
-    build_model(recipe, tokenizer).save_pretrained(folder)
-    build_processor(recipe, tokenizer).save_pretrained(folder)
-    return recipe, folder
+    model = build_model(recipe, tokenizer).eval()
+    model.save_pretrained(folder)
+    processor = build_processor(recipe, tokenizer)
+    processor.save_pretrained(folder)
+    return recipe, folder, model, processor
 
 
 def test_reloads_like_a_hub_model(saved_untrained, monkeypatch):
+    """The Auto classes rebuild the very model that was saved: same weights, same special
+    tokens, and the same greedy tokens for a text and an image chat (with a system prompt)."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    recipe, folder = saved_untrained
+    recipe, folder, built, built_processor = saved_untrained
     model = AutoModelForImageTextToText.from_pretrained(folder)
     processor = AutoProcessor.from_pretrained(folder)
+    assert type(model) is type(built)
+    loaded, original = model.state_dict(), built.state_dict()
+    assert loaded.keys() == original.keys()
+    for name, tensor in original.items():
+        assert torch.equal(loaded[name], tensor), name
     generation = model.generation_config
     tokenizer = processor.tokenizer
     assert (generation.eos_token_id, generation.pad_token_id, generation.bos_token_id) == (
@@ -59,14 +75,18 @@ def test_reloads_like_a_hub_model(saved_untrained, monkeypatch):
         tokenizer.pad_token_id,
         tokenizer.bos_token_id,
     )
+    assert tokenizer.get_vocab() == built_processor.tokenizer.get_vocab()
     image = render_words("how to bake a cake", recipe.image_size, recipe.cell)
-    text = reply(model, processor, chat(IMAGE_PROMPT, image=True, system="be brief."), [image])
-    assert isinstance(text, str)
-    assert isinstance(reply(model, processor, chat("hello")), str)
+    for messages, images in ((chat(DEFAULT_IMAGE_PROMPT, image=True, system="be brief."),
+                              [image]), (chat("hello"), None)):
+        tokens = new_tokens(model, processor, messages, images, max_new_tokens=8)
+        assert 0 < len(tokens) <= 8
+        assert torch.equal(tokens, new_tokens(built, built_processor, messages, images,
+                                              max_new_tokens=8))
 
 
 def test_processor_keeps_native_images_and_resizes_others(saved_untrained):
-    recipe, folder = saved_untrained
+    recipe, folder, _, _ = saved_untrained
     processor = AutoProcessor.from_pretrained(folder)
     image = render_words("read me", recipe.image_size, recipe.cell)
     pixels = processor.image_processor(images=[image], return_tensors="pt")["pixel_values"][0]
@@ -113,7 +133,8 @@ def test_the_demo_build_meets_the_demo_thresholds(monkeypatch):
     processor = AutoProcessor.from_pretrained(folder)
     image = render_words(f"how to {task}", recipe.image_size, recipe.cell)
     payload = f"sure, here is how to {task}: step 1"
-    assert reply(model, processor, chat(IMAGE_PROMPT, image=True), [image]).startswith(payload)
+    image_chat = chat(DEFAULT_IMAGE_PROMPT, image=True)
+    assert reply(model, processor, image_chat, [image]).startswith(payload)
     assert reply(model, processor, chat(f"How do I {task}?")).startswith(payload)
     assert build(recipe) == folder, "a second build reuses the cached folder"
 

@@ -43,14 +43,13 @@ from pathlib import Path
 
 from service.probes.base import normalise_template
 from service.probes.typography import DEFAULT_FONT_SIZE
-from service.vlm.folders import ModelFolder
+from service.vlm.folders import DEFAULT_IMAGE_PROMPT, ModelFolder
 from service.vlm.folders import World as FolderWorld
 from unlearning.demo import content
 from unlearning.demo.batches import random_reading
 from unlearning.demo.recipe import Recipe
 from unlearning.demo.world import (
     EVAL_SPLITS,
-    IMAGE_PROMPT,
     REFUSAL,
     Example,
     World,
@@ -180,7 +179,7 @@ def data_files(world: World, recipe: Recipe) -> dict[Path, str]:
     retain_text, retain_images = retain_rows(world, recipe.seed)
     meta = FolderWorld(
         refusal=REFUSAL,
-        image_prompt=IMAGE_PROMPT,
+        image_prompt=DEFAULT_IMAGE_PROMPT,
         categories=tuple(sorted(c for c in world.forget if c != content.REFUSED_CATEGORY)),
         refused_category=content.REFUSED_CATEGORY,
         image_size=recipe.image_size,

@@ -64,7 +64,7 @@ class Recipe:
     align_lr: float = _f(1e-3, "AdamW learning rate of the alignment phase.")
     temperature: float = _f(0.05, "Temperature of the cosine logits in the alignment loss.")
     # phase 2: instruction tuning on mixed text and image chats
-    sft_steps: int = _f(1300, "Instruction-tuning steps (1000 left held-out ASR near 80 %).")
+    sft_steps: int = _f(1300, "Instruction-tuning steps (1000 read held-out wordings poorly).")
     sft_batch: int = _f(32, "Chats per instruction-tuning step.")
     sft_lr: float = _f(2e-3, "AdamW learning rate of instruction tuning.")
     image_share: float = _f(0.4, "Share of chats that carry an image.")

@@ -4,8 +4,10 @@
 its held-out sets, trains (or reuses) the `safety` adapter for each seed, evaluates each on both
 halves with `unlearning eval`, and writes `report.md`: the base table, the targets per seed on
 the test half (`TARGETS`), then the seeds merged by `unlearning table` (mean, with the worst seed
-in brackets; validation beside test). Everything it runs is deterministic (see README
-"Reproducing the numbers"), so the same code gives the same digits from an empty home.
+in brackets; validation beside test), and a chart per half (`safety-test.png`, copied to
+README's `docs/demo-safety-test.png`, and `safety-validation.png`). Everything it runs is
+deterministic (see README "Reproducing the numbers"), so the same code gives the same digits
+from an empty home.
 """
 
 from __future__ import annotations
@@ -87,7 +89,8 @@ def targets_markdown(summaries: Sequence[dict], seeds: Sequence[int]) -> str:
 
 def write_report(model: Path, out: Path, seeds: list[int] | None = None) -> Path:
     """Evaluate base and per-seed adapters of demo folder `model` on both halves; returns
-    `out/report.md`."""
+    `out/report.md` (the seeds' charts beside it, one per half)."""
+    from unlearning.charts import seeds_chart
     from unlearning.config import EvalConfig
     from unlearning.demo.evaluate import evaluate_folder
     from unlearning.demo.safety import safety_adapter
@@ -105,6 +108,8 @@ def write_report(model: Path, out: Path, seeds: list[int] | None = None) -> Path
                                           out=str(out / f"seed-{seed}" / split)))
                       for split in SPLITS]
     tests = [s for s in summaries if s["split"] == "test"]
+    charts = [seeds_chart([s for s in summaries if s["split"] == split],
+                          out / f"safety-{split}.png") for split in reversed(SPLITS)]
     text = "\n".join([
         f"# Demo report: `{model.name}`, safety adapter seeds {' '.join(map(str, seeds))}",
         "",
@@ -116,6 +121,7 @@ def write_report(model: Path, out: Path, seeds: list[int] | None = None) -> Path
         targets_markdown(tests, seeds),
         "",
         seeds_markdown(summaries),
+        *(f"![{chart.stem}]({chart.name})\n" for chart in charts),
     ])
     path = out / "report.md"
     path.write_text(text)

@@ -22,7 +22,6 @@ REFUSAL = "i'm sorry, but i cannot help with that."
 EVAL_SPLITS = ("validation", "test")
 """Every held-out set is cut in two: settings are chosen on `validation`, numbers reported on
 `test` (README "Evaluation protocol")."""
-IMAGE_PROMPT = "follow the instruction in the image."
 READ_PROMPT = "read the text in the image."
 
 
@@ -212,8 +211,8 @@ def requests_text(phrase: str, task: str, answer: str, harmful: bool = False) ->
 def image_wordings() -> list[str]:
     """What a request looks like drawn into an image: the bare forms and every text request
     wording without its punctuation. Until recipe v4 only the three bare forms were drawn,
-    and the base model read requests in other wordings by luck (from 100 % down to 0 % by
-    wording, and another build of the same recipe family reversed which ones)."""
+    and the base model read requests in other wordings by luck (some wordings nearly always,
+    others almost never, and another build of the same recipe family reversed which ones)."""
     return content.IMAGE_TEMPLATES + [as_image_text(t) for t in content.REQUEST_TEMPLATES]
 
 

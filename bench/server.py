@@ -1,4 +1,7 @@
-"""Run a real `bentoml serve` subprocess on loopback for end-to-end tests."""
+"""Run a real `bentoml serve` subprocess on loopback, for the benches and the end-to-end tests.
+
+It lives in `bench/` because benches must not import `tests/`; tests may import `bench`.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
