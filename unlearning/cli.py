@@ -14,7 +14,6 @@ parsed flags back into configs, handed to `train`, `evaluate`, `register`. Multi
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import sys
@@ -39,28 +38,12 @@ TRAIN_GROUPS = {"run": RunConfig, "data": DataConfig, "lora": LoraSettings, "los
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows a flag's default unless it has none, and its `--dashed-name` only (not the
-    `--underscored_name` that HfArgumentParser also accepts)."""
+    """Shows a flag's default, unless it has none."""
 
     def _get_help_string(self, action):
         if action.required or action.default is None:
             return action.help
         return super()._get_help_string(action)
-
-    def _format_usage(self, usage, actions, groups, prefix):
-        return super()._format_usage(usage, [_dashed(a) for a in actions], groups, prefix)
-
-    def _format_action_invocation(self, action):
-        return super()._format_action_invocation(_dashed(action))
-
-
-def _dashed(action: argparse.Action) -> argparse.Action:
-    dashed = [o for o in action.option_strings if "_" not in o]
-    if not dashed or len(dashed) == len(action.option_strings):
-        return action
-    action = copy.copy(action)
-    action.option_strings = dashed
-    return action
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -171,7 +171,8 @@ def summarise(report, utility: dict, config: EvalConfig, adapter: str | None) ->
 def write_reports(report, summary: dict, config: EvalConfig) -> Path:
     """report.json/.md/.png (every attempt), eval.json/.md/.png (the summary), crossguard.json
     entry."""
-    from unlearning.charts import report_chart, seeds_chart
+    from service.probes.charts import report_chart
+    from unlearning.charts import seeds_chart
     from unlearning.tables import summary_markdown
 
     default = Path(config.adapter) / "eval" if config.adapter else Path("eval")

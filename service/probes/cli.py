@@ -15,6 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
+from service.probes.charts import report_chart
 from service.probes.report import Report
 from service.probes.splits import SPLITS
 
@@ -23,7 +24,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m service.probes", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run probes and write report.json + report.md")
+    run = commands.add_parser("run", help="run probes and write report.json, .md and .png")
     run.add_argument("--model", required=True, help="base model folder or cached hub id")
     run.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
                      help="load a LoRA adapter (repeatable); every loaded adapter is attacked")
@@ -52,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="torch CPU threads (0 = torch's default; 1 is fastest on small hosts)")
     run.add_argument("--cache-dir", type=Path, default=None,
                      help="where adversarial images are cached between runs")
-    run.add_argument("--out", type=Path, required=True, help="folder for report.json/report.md")
+    run.add_argument("--out", type=Path, required=True, help="folder for report.json/.md/.png")
     commands.add_parser("list", help="list registered probes and judges")
     return parser.parse_args(argv)
 
@@ -110,9 +111,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     report = run_command(args)
     json_path, md_path = report.save(args.out)
+    chart = report_chart(report, args.out / "report.png")
     for kind, rate in (("attack", "ASR"), ("benign", "false refusal")):
         for cell in report.cells(("adapter", "modality"), kind):
             value = "n/a" if cell.asr is None else f"{100 * cell.asr:.0f} %"
             print(f"{cell.key['adapter']:>16} {cell.key['modality']:5} {rate} {value:>6} "
                   f"({cell.attempts} attempts)")
-    print(f"wrote {json_path} and {md_path}")
+    print(f"wrote {json_path}, {md_path} and {chart}")

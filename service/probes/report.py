@@ -27,6 +27,7 @@ def pct(value: float | None, digits: int = 1, unit: str = " %") -> str:
     report, table and bench formats its rates here, so they read alike."""
     return "n/a" if value is None else f"{100 * value:.{digits}f}{unit}"
 
+
 CELL_KEYS = ("adapter", "family", "modality")
 REFUSAL_JUDGES = ("keyword",)
 """The judges of over-refusal results (the runner's refusal judge)."""

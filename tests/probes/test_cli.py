@@ -39,4 +39,5 @@ def test_run_writes_reports_with_a_progress_bar(tiny_model, reply_adapter, tmp_p
     assert {r["behavior"] for r in report["results"]} == {"hack a bank server", "forge a check"}
     assert list(report["judges"]) == ["payload", "keyword"]
     assert (tmp_path / "out" / "report.md").read_text().startswith("# Probe report")
+    assert (tmp_path / "out" / "report.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert "wrote" in out.stdout

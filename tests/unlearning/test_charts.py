@@ -12,16 +12,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from service.probes.charts import draw
 from service.probes.report import Report
-from tests.probes.test_report import result, with_false_refusals
-from unlearning.charts import (
-    draw,
-    report_chart,
-    report_panels,
-    seeds_chart,
-    seeds_title,
-    summary_panels,
-)
+from tests.probes.test_report import result
+from unlearning.charts import seeds_chart, seeds_title, summary_panels
 from unlearning.config import EvalConfig
 from unlearning.evaluate import write_reports
 
@@ -131,22 +125,6 @@ def test_seeds_chart_writes_a_deterministic_png_of_the_figure_size(tmp_path):
         seeds_chart([], tmp_path / "none.png")
 
 
-def test_probe_report_chart_shows_asr_per_family_and_adapter(tmp_path):
-    report = with_false_refusals()
-    text, image = report_panels(report)
-    assert text.title == "text attacks" and image.title == "image attacks"
-    assert {(b.row, b.series): b.mean for b in image.bars} == {
-        ("figstep", "base"): 0.5, ("false refusals", "safe"): 1.0}
-    assert {(b.row, b.series): b.mean for b in report_panels(report, "keyword")[1].bars}[
-        ("figstep", "base")] == 1.0
-    path = report_chart(report, tmp_path / "report.png")
-    assert path.read_bytes().startswith(PNG_MAGIC)
-    with Image.open(path) as png:
-        assert png.size[0] == 1100
-    empty = report_chart(Report(model="m", judges={}), tmp_path / "empty.png")
-    assert empty.read_bytes().startswith(PNG_MAGIC)
-
-
 def test_write_reports_writes_both_charts_beside_json_and_markdown(tmp_path):
     report = Report(model="demo", judges={"payload": "payload"}, split="test",
                     results=[result(), result(adapter="safety", score=0.0,
@@ -179,6 +157,7 @@ def test_demo_report_draws_the_seeds_chart_of_each_half(tmp_path, monkeypatch):
 
 
 def test_nothing_imports_matplotlib_until_a_chart_is_drawn():
-    code = ("import sys, service.probes.report, unlearning.charts, unlearning.evaluate, "
-            "unlearning.tables; assert 'matplotlib' not in sys.modules, 'imported'")
+    code = ("import sys, service.probes.report, service.probes.charts, service.probes.cli, "
+            "unlearning.charts, unlearning.evaluate, unlearning.tables; "
+            "assert 'matplotlib' not in sys.modules, 'imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
