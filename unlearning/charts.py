@@ -37,8 +37,8 @@ def summary_panel(summaries: Sequence[dict], modality: str, title: str,
                   judge: str = JUDGE) -> Panel:
     """Base vs adapter of one modality over runs of one setting: `judge`'s ASR per family,
     then the false-refusal rate (keyword judge) and benign accuracy."""
-    families = list(dict.fromkeys(r["family"] for s in summaries for r in s["asr_by_family"]
-                                  if r["modality"] == modality))
+    families = sorted(dict.fromkeys(r["family"] for s in summaries for r in s["asr_by_family"]
+                                    if r["modality"] == modality))
     own = [adapter_label(s.get("adapter_name")) for s in summaries]
     series = [(BASE, [BASE] * len(summaries))] + ([] if set(own) == {BASE}
                                                    else [(_series_name(own), own)])

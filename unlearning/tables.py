@@ -53,13 +53,15 @@ def by_split(summaries: Sequence[dict]) -> dict[str, list[dict]]:
 
 
 def _keys(groups: dict[str, list[dict]], section: str, keys: Sequence[str]) -> list[tuple]:
+    """The rows' keys, sorted by their first (family, or modality); within one family in the
+    order the probes ran."""
     seen = []
     for group in groups.values():
         for row in group[0].get(section, []):
             combo = tuple(row[k] for k in keys)
             if combo not in seen:
                 seen.append(combo)
-    return seen
+    return sorted(seen, key=lambda combo: combo[0])
 
 
 def rate_table(groups: dict[str, list[dict]], section: str, keys: Sequence[str], judge: str,

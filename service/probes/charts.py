@@ -66,7 +66,7 @@ def report_panels(report: Report, judge: str | None = None) -> list[Panel]:
     seen = dict.fromkeys(c.key["modality"] for c in [*attacks, *benign])
     for modality in sorted(seen, key=lambda m: MODALITIES.index(m) if m in MODALITIES else 2):
         cells = [c for c in attacks if c.key["modality"] == modality]
-        families = list(dict.fromkeys(c.key["family"] for c in cells))
+        families = sorted(dict.fromkeys(c.key["family"] for c in cells))
         bars = [spread(c.key["family"], c.key["adapter"],
                        [c.asr if judge is None else c.asr_by_judge.get(judge)]) for c in cells]
         bars += [spread(EXTRA_ROWS[0], c.key["adapter"], [c.asr]) for c in benign
