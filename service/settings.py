@@ -131,7 +131,8 @@ class ServiceSettings(BaseSettings):
     )
     probes: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["all"],
-        description="Probe specs for runs (`all`, a family such as `figstep`, or `family.Name`).",
+        description="Probe specs for runs (`all`, a family such as `figstep`, a module such as "
+        "`visual`, or `module.Name` such as `visual.FigStep`).",
     )
     probe_per_probe: int = Field(
         default=6, ge=1, description="Behaviours sampled per probe in each run."
