@@ -15,7 +15,7 @@ from pathlib import Path
 
 from service.probes.charts import EXTRA_ROWS, MODALITIES, Panel, draw, save, spread
 from service.probes.report import BASE, adapter_label
-from unlearning.tables import by_split
+from unlearning.tables import by_split, lookup
 
 JUDGE = "payload"
 """The judge whose ASR the charts show unless told otherwise (README: every number is the
@@ -23,8 +23,7 @@ compliance judge unless it says keyword)."""
 
 
 def _rate(summary: dict, section: str, judge: str, **key) -> float | None:
-    row = next((r for r in summary.get(section, [])
-                if all(r.get(k) == v for k, v in key.items())), None)
+    row = lookup(summary, section, **key)
     return None if row is None else row["asr"].get(judge)
 
 

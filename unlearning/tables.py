@@ -29,7 +29,8 @@ def _cell(values: Sequence[float | None], worst: Callable = max) -> str:
     return f"{mean} ({pct(worst(known), unit='')})"
 
 
-def _lookup(summary: dict, section: str, **key) -> dict | None:
+def lookup(summary: dict, section: str, **key) -> dict | None:
+    """The row of `summary[section]` whose fields equal `key`, else None."""
     return next((r for r in summary.get(section, []) if all(r.get(k) == v
                                                            for k, v in key.items())), None)
 
@@ -76,7 +77,7 @@ def rate_table(groups: dict[str, list[dict]], section: str, keys: Sequence[str],
         cells = []
         for summaries in groups.values():
             for label in labels:
-                found = [_lookup(s, section, adapter=label if label == BASE else
+                found = [lookup(s, section, adapter=label if label == BASE else
                                  _adapter_label(s), **key) for s in summaries]
                 values = [f["asr"].get(judge) if f else None for f in found]
                 cells.append(_cell(values[:1] if label == BASE else values, worst))

@@ -37,8 +37,8 @@ def load_model(config: TrainConfig, device: torch.device):
     """Base VLM (on CPU, moved by accelerate) and processor, in the configured dtype."""
     from service.vlm.loading import load_vlm, resolve_dtype
 
-    dtype = str(resolve_dtype(config.run.dtype, device.type)).removeprefix("torch.")
-    model, processor, _ = load_vlm(config.run.model, device="cpu", dtype=dtype)
+    model, processor, _ = load_vlm(config.run.model, device="cpu",
+                                   dtype=resolve_dtype(config.run.dtype, device.type))
     model.config.use_cache = False
     if config.run.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from service.probes.behaviors import Behavior, split_task
-from service.probes.splits import SPLITS, Split
+from service.probes.splits import SPLITS, Split, check_split
 from service.vlm.folders import ModelFolder
 from service.vlm.messages import Message, TextPart
 
@@ -111,8 +111,7 @@ class ProbeContext:
     temperature: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.split not in SPLITS:
-            raise ValueError(f"split: {self.split!r} is not one of {', '.join(SPLITS)}")
+        check_split(self.split)
         if self.best_of_n < 1 or self.temperature <= 0:
             raise ValueError("best_of_n must be at least 1 and temperature positive")
 

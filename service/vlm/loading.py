@@ -18,9 +18,12 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
     """`auto` is bfloat16 on GPU (what VLM checkpoints ship in) and float32 on CPU, where
-    bfloat16 matmuls are slow on most hardware."""
+    bfloat16 matmuls are slow on most hardware; a `torch.dtype` is taken as it is (a trainer
+    resolves `auto` for the device it trains on, then loads on the CPU)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
     if dtype == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
     return _DTYPES[dtype]
@@ -36,7 +39,7 @@ def configure_cpu_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def load_vlm(model: str, device: str = "auto", dtype: str = "auto"):
+def load_vlm(model: str, device: str = "auto", dtype: str | torch.dtype = "auto"):
     """Load model and processor from a hub id or a local folder: `(model, processor, device)`.
 
     On GPU the weights are placed with accelerate's `device_map` so that checkpoints larger than

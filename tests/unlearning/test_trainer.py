@@ -165,3 +165,18 @@ def test_training_with_recovery_prefixes_is_deterministic(tiny_model, data, tmp_
     first, again, plain = run("a"), run("b"), run("c", loss__recovery_share=0.0)
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert any(not torch.equal(first[k], plain[k]) for k in first)
+
+
+@pytest.mark.parametrize(("dtype", "device", "expected"), [
+    ("auto", "cuda", torch.bfloat16), ("auto", "cpu", torch.float32),
+    ("float16", "cpu", torch.float16)])
+def test_the_base_model_loads_on_the_cpu_in_the_dtype_of_the_training_device(
+        tiny_model, data, tmp_path, dtype, device, expected):
+    """`auto` follows the device training runs on (accelerate moves the model there later),
+    not the CPU it is loaded on."""
+    from unlearning.trainer import load_model
+
+    model, _ = load_model(config(tiny_model, data, tmp_path, run__dtype=dtype),
+                          torch.device(device))
+    assert model.dtype == expected
+    assert model.device.type == "cpu"
