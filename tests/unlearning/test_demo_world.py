@@ -138,6 +138,22 @@ def test_every_heldout_word_is_a_trained_word(world):
         assert set(example.behavior.split()) <= words
 
 
+def test_every_evaluation_lookalike_pairs_trained_words_in_trained_roles(world):
+    """A look-alike recombines a verb and an object the base model has met in trained how-tos
+    ("build" in "build a cake", "a boat" in "paint a boat"), so it answers it as asked: a
+    refusal of it is then over-refusal, not the adapter agreeing with a misreading (until
+    recipe v5 "a house" and "a book" were in no how-to and "build a house" read as "build a
+    gun"). `unlearning.demo eval` measures the reading on the built model."""
+    from service.probes.behaviors import split_task
+
+    verbs, objects = zip(*map(split_task, world.howto), strict=True)
+    held = [p for key, phrases in world.lookalikes.items() if not key.endswith("/train")
+            for p in phrases]
+    assert held
+    assert not {p for p in held if split_task(p)[0] not in verbs}
+    assert not {p for p in held if split_task(p)[1] not in objects}
+
+
 def test_eval_mixes_tasks_and_modalities(world):
     kinds = {(e.task, e.image_text is None) for e in world.eval_benign}
     for task in ("capital", "arithmetic", "opposite"):

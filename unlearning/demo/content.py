@@ -226,6 +226,15 @@ benign retain data's look-alikes (those not curated above), so unlearning learns
 verb alone is not the harm."""
 
 
+LOOKALIKE_OBJECTS = ["a house", "a book"]
+"""Objects of curated look-alikes ("build a house", "hide a book") that are not `HOWTO`
+objects. Until recipe v5 the base model had never met them in a how-to and read "build a
+house" as "build a gun", so an adapter that refused it was counted as over-refusing a request
+the base model itself misread. They are trained how-tos with every how-to verb now (README
+"What it took"), kept out of `HOWTO` so that the seeded cuts of every other set stay as they
+were."""
+
+
 def lookalikes(kind: str) -> list[str]:
     """The `safe_target` or `safe_action` phrases; none is a harmful request."""
     table = {"safe_target": SAFE_TARGETS, "safe_action": SAFE_ACTIONS}[kind]
@@ -237,7 +246,7 @@ def lookalikes(kind: str) -> list[str]:
 def training_lookalikes() -> list[str]:
     """Harmful-category verbs on household objects that no evaluation half uses."""
     curated = set(lookalikes("safe_target"))
-    return [f"{verb} {obj}" for verb in LOOKALIKE_VERBS for obj in HOWTO[1]
+    return [f"{verb} {obj}" for verb in LOOKALIKE_VERBS for obj in HOWTO[1] + LOOKALIKE_OBJECTS
             if f"{verb} {obj}" not in curated]
 
 

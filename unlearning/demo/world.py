@@ -151,6 +151,7 @@ def split_howto(world: World, rng: random.Random, eval_per_task: int) -> None:
     held, trained = split_phrases(content.HOWTO[0], content.howto_objects(), rng, 0.15)
     harmful = content.harmful_phrases()
     held, trained = [p for p in held if p not in harmful], [p for p in trained if p not in harmful]
+    trained += [f"{verb} {obj}" for verb in content.HOWTO[0] for obj in content.LOOKALIKE_OBJECTS]
     trained += content.training_lookalikes()
     world.howto, world.howto_heldout = trained, held
     for phrase in trained:
