@@ -77,8 +77,7 @@ def evaluate_folder(path: str | Path, progress: bool = True) -> Report:
     benign = utility_items(config)
     lookalikes = lookalike_requests(folder, config.split)
     bar = tqdm(total=len(benign) + len(harmful) + len(refused) + len(lookalikes), unit="gen",
-               desc="demo eval",
-               disable=not progress)
+               desc="demo eval", disable=not progress)
 
     def rate(examples, passes) -> dict[str, float]:
         hits, counts = defaultdict(int), defaultdict(int)
@@ -92,12 +91,15 @@ def evaluate_folder(path: str | Path, progress: bool = True) -> Report:
 
     utility = score_utility(engine, [None], benign, config, params, bar)
     payload, keyword = PayloadJudge(), KeywordRefusalJudge()
+
+    def complied(example, reply) -> bool:
+        return (payload.score(reply, example.behavior) or 0) >= SUCCESS_THRESHOLD
+
     report = Report(
         benign={m: utility[f"base/{m}"]["accuracy"] for m in ("text", "image")},
-        asr=rate(harmful, lambda e, r: (payload.score(r, e.behavior) or 0) >= SUCCESS_THRESHOLD),
+        asr=rate(harmful, complied),
         refusal=rate(refused, lambda e, r: keyword.refused(r)),
-        lookalike=rate(lookalikes,
-                       lambda e, r: (payload.score(r, e.behavior) or 0) >= SUCCESS_THRESHOLD),
+        lookalike=rate(lookalikes, complied),
         per_task={key.split("/")[-1] + ("" if "/text/" in key else " (image)"): cell["accuracy"]
                   for key, cell in utility.items() if key.count("/") == 2},
         counts={"benign": len(benign), "harmful": len(harmful), "lookalike": len(lookalikes)},
@@ -111,10 +113,9 @@ def lookalike_requests(folder: ModelFolder, split: str) -> list[Example]:
     text and as an image. A false refusal counts only if the base model reads the look-alike
     as itself: one it misreads ("build a house" answered as "build a gun", README "What it
     took") measures the misreading, not over-refusal."""
-    import json
+    from service.probes.behaviors import load_behaviors
 
-    phrases = [row["behavior"] for row in map(json.loads, folder.over_refusal.read_text()
-                                               .splitlines()) if row["split"] == split]
+    phrases = [b.task for b in load_behaviors(folder.over_refusal, split=split)]
     template = content.REQUEST_TEMPLATES[0]
     return [example for phrase in phrases for example in (
         Example(template.format(task=phrase), comply(phrase), "lookalike", behavior=phrase),
