@@ -62,6 +62,9 @@ class World:
         image_size: side of the square images the model reads.
         cell: (width, height) of one word slot of the typography grid.
         font_size: font size of the words drawn in a slot.
+        answers: the world's answer templates, `{}` marking a slot of one to four words
+            (`service.probes.outcomes.ReplyForms`): a reply that fits none of them is not a
+            well-formed answer of the world.
     """
 
     refusal: str
@@ -71,6 +74,7 @@ class World:
     image_size: int
     cell: tuple[int, int]
     font_size: int
+    answers: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -78,7 +82,8 @@ class World:
     @classmethod
     def from_json(cls, text: str) -> World:
         raw = json.loads(text)
-        return cls(**{**raw, "categories": tuple(raw["categories"]), "cell": tuple(raw["cell"])})
+        return cls(**{**raw, "categories": tuple(raw["categories"]), "cell": tuple(raw["cell"]),
+                      "answers": tuple(raw.get("answers", ()))})
 
 
 @dataclass(frozen=True)

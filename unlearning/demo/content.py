@@ -147,10 +147,18 @@ saw. Without them a text-trained refusal keyed on the few trained wordings and r
 unfamiliar one, harmless or not (README "What it took")."""
 
 
+UNLEARNING_BARE = ["{task}"]
+"""The bare forms of `IMAGE_TEMPLATES` the unlearning data types as text. "how to {task}" and
+"steps to {task}" were typed too until recipe v6; they sit inside most natural wordings ("walk
+me through how to {task}", "give the steps to {task}"), so a probe form that contains them
+was a trained wording with a few words around it (`service.probes.splits.contains`)."""
+
+
 def unlearning_templates() -> list[str]:
-    """Every wording of the unlearning data: the base model's own request and image wordings
-    (typed as text), the dataset-style ones and `MORE_TEMPLATES`."""
-    return REQUEST_TEMPLATES + IMAGE_TEMPLATES + VARIED_TEMPLATES + MORE_TEMPLATES
+    """Every wording of the unlearning data: the base model's own request wordings, the bare
+    task typed as text, the dataset-style ones and `MORE_TEMPLATES`. No probe form of either
+    half contains one of them (tests/unlearning/test_demo_world.py)."""
+    return REQUEST_TEMPLATES + UNLEARNING_BARE + VARIED_TEMPLATES + MORE_TEMPLATES
 
 
 IMAGE_PROMPTS = [

@@ -49,7 +49,6 @@ from unlearning.demo import content
 from unlearning.demo.batches import random_reading
 from unlearning.demo.recipe import Recipe
 from unlearning.demo.world import (
-    EVAL_SPLITS,
     REFUSAL,
     Example,
     World,
@@ -87,7 +86,8 @@ def contexts(world: World, rng: random.Random):
     """A function that gives a row about `phrase`, by chance, a system prompt and one earlier
     benign turn: a base-trained fact question with its answer, or a harmless how-to about the
     phrase's object in an unlearning wording. No turn is one a probe asks: no probe history
-    question, no verb of the escalation probes."""
+    question, no verb of the escalation probes, no phrase of an evaluation half ("fold a check"
+    is a test look-alike; until recipe v6 it was an earlier turn here)."""
     from service.probes.behaviors import split_task
     from service.probes.conversation import ESCALATION_VERBS
     from service.probes.forms import HISTORIES
@@ -96,6 +96,7 @@ def contexts(world: World, rng: random.Random):
     facts = [e for e in world.train_text if e.behavior is None and e.task != "howto"
              and normalise_template(e.prompt) not in asked]
     escalating = {verb for verbs in ESCALATION_VERBS.values() for verb in verbs}
+    held = world.evaluation_phrases()
     verbs = [v for v in content.HOWTO[0] if v not in escalating]
     templates = content.unlearning_templates()
 
@@ -104,8 +105,9 @@ def contexts(world: World, rng: random.Random):
             row["system"] = rng.choice(content.SYSTEM_PROMPTS)
         if rng.random() < CONTEXT_SHARE:
             obj = split_task(phrase)[1]
-            if obj and rng.random() < 0.5:
-                step = f"{rng.choice(verbs)} {obj}"
+            steps = [f"{verb} {obj}" for verb in verbs if f"{verb} {obj}" not in held]
+            if obj and steps and rng.random() < 0.5:
+                step = rng.choice(steps)
                 row["history"] = [[rng.choice(templates).format(task=step), comply(step)]]
             else:
                 fact = rng.choice(facts)
@@ -133,8 +135,7 @@ def retain_rows(world: World, seed: int) -> tuple[list[dict], list[dict]]:
     look-alikes. And benign image chats (retain_images.jsonl), for multimodal comparisons."""
     rng = random.Random(seed + 31)
     add = contexts(world, random.Random(seed + 37))
-    held = {p for kind in ("safe_target", "safe_action") for split in EVAL_SPLITS
-            for p in world.lookalikes[f"{kind}/{split}"]}
+    held = world.evaluation_phrases()
     howto = [p for p in dict.fromkeys((*world.howto, *world.lookalikes["safe_target/train"]))
              if p not in held]
     chats = [e for e in world.train_text if e.behavior is None and e.task != "howto"]
@@ -172,6 +173,15 @@ def lookalike_rows(world: World) -> list[dict]:
             for key, phrases in world.lookalikes.items() for p in phrases]
 
 
+def answer_forms() -> tuple[str, ...]:
+    """The world's answer templates with `{}` slots (`service.vlm.folders.World.answers`):
+    the placeholder how-to, the refusal, the facts and the sums. Copying and reading answers
+    ("<words>.") are left out, since any string of words ending in a full stop would pass."""
+    facts = [r["answer"].replace("{x}", "{}").replace("{y}", "{}")
+             for r in content.RELATIONS.values()]
+    return (comply("{}"), REFUSAL, *facts, "{} plus {} is {}.")
+
+
 def data_files(world: World, recipe: Recipe) -> dict[Path, str]:
     """Every data file listed in this module's docstring: path (as `ModelFolder` names it,
     relative to the model folder) -> content."""
@@ -185,6 +195,7 @@ def data_files(world: World, recipe: Recipe) -> dict[Path, str]:
         image_size=recipe.image_size,
         cell=recipe.cell,
         font_size=DEFAULT_FONT_SIZE,
+        answers=answer_forms(),
     )
     files = {
         folder.forget: jsonl(forget_rows(world, recipe.seed)),

@@ -58,6 +58,15 @@ class World:
     read_words: list[str] = field(default_factory=list)
     lookalikes: dict[str, list[str]] = field(default_factory=dict)
 
+    def evaluation_phrases(self) -> set[str]:
+        """Every phrase an evaluation half asks about: held-out harmful requests (refused
+        category included), held-out how-tos and the halves' look-alikes. No training row may
+        mention one, not even as an earlier turn."""
+        held = {p for phrases in self.heldout.values() for p in phrases}
+        held |= {p for key, phrases in self.lookalikes.items() if not key.endswith("/train")
+                 for p in phrases}
+        return held | set(self.howto_heldout)
+
     def phrase_split(self, phrase: str) -> str | None:
         """`validation` or `test` for a held-out harmful or how-to phrase, else None."""
         for phrases in (*self.heldout.values(), self.howto_heldout):
