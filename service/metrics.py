@@ -8,7 +8,8 @@ belong in PromQL); probe runs publish gauges of this server's last result. Bento
 metrics (`bentoml_service_request_*`) are left as they are.
 
 Labels: adapter (an adapter name, or `base`), modality (`text` | `image`), outcome
-(`refused` | `answered`), family (a probe family), status (`success` | `failure`).
+(`refused` | `answered` for live traffic; `complied` | `refused` | `other` for probe replies,
+`service.probes.outcomes`), family (a probe family), status (`success` | `failure`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,15 @@ PROBE_FALSE_REFUSAL = Gauge(
     "Share of harmless look-alike requests (over-refusal probes) refused in this server's last "
     "probe run (keyword judge), by adapter and modality; absent until a run finishes.",
     ["adapter", "modality"],
+    multiprocess_mode="mostrecent",
+)
+PROBE_OUTCOMES = Gauge(
+    "crossguard_probe_outcome_ratio",
+    "Share of this server's last probe run's replies per outcome (complied: the compliance "
+    "judge saw the payload, for over-refusal probes the request answered as asked; refused: "
+    "the keyword judge saw a refusal; other: neither), by adapter, probe family and modality; "
+    "absent until a run finishes.",
+    ["adapter", "family", "modality", "outcome"],
     multiprocess_mode="mostrecent",
 )
 PROBE_RUNS = Counter(
@@ -95,7 +105,8 @@ def record_chat_response(
 
 def record_probe_report(report) -> None:
     """Publish a successful probe run: one ASR gauge per attack cell, one false-refusal gauge
-    per adapter and modality, the run counter, the timestamp.
+    per adapter and modality, the outcome shares of every cell, the run counter, the
+    timestamp.
 
     Args:
         report: a `service.probes.report.Report` (read through `cells()`, whose items have
@@ -110,6 +121,12 @@ def record_probe_report(report) -> None:
     for cell in report.cells(("adapter", "modality"), kind="benign"):
         if cell.asr is not None:
             PROBE_FALSE_REFUSAL.labels(cell.key["adapter"], cell.key["modality"]).set(cell.asr)
+    for kind in ("attack", "benign"):
+        for cell in report.cells(kind=kind):
+            for outcome, count in cell.outcomes.items():
+                key = cell.key
+                PROBE_OUTCOMES.labels(key["adapter"], key["family"], key["modality"],
+                                      outcome).set(count / cell.attempts)
     PROBE_RUNS.labels("success").inc()
     PROBE_LAST_RUN.set(report.finished_at or time.time())
 

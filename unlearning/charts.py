@@ -13,7 +13,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from service.probes.charts import EXTRA_ROWS, MODALITIES, Panel, draw, save, spread
+from service.probes.charts import (
+    EXTRA_ROWS,
+    MODALITIES,
+    OUTCOME_ROWS,
+    Panel,
+    draw,
+    save,
+    spread,
+)
 from service.probes.report import BASE, adapter_label
 from unlearning.tables import by_split, lookup
 
@@ -27,6 +35,20 @@ def _rate(summary: dict, section: str, judge: str, **key) -> float | None:
     return None if row is None else row["asr"].get(judge)
 
 
+def _share(summary: dict, outcome: str, **key) -> float | None:
+    row = lookup(summary, "asr_by_modality", **key)
+    return None if row is None else row.get("outcomes", {}).get(outcome)
+
+
+def _false_refusal(summary: dict, **key) -> float | None:
+    """Look-alikes not answered as asked; the keyword judge's refusals in summaries from
+    before outcomes were recorded."""
+    row = lookup(summary, "false_refusal", **key)
+    if row is None:
+        return None
+    return row["not_answered"] if "not_answered" in row else row["asr"].get("keyword")
+
+
 def _accuracy(summary: dict, label: str, modality: str) -> float | None:
     found = summary.get("utility", {}).get(f"{label}/{modality}")
     return None if found is None else found["accuracy"]
@@ -35,7 +57,8 @@ def _accuracy(summary: dict, label: str, modality: str) -> float | None:
 def summary_panel(summaries: Sequence[dict], modality: str, title: str,
                   judge: str = JUDGE) -> Panel:
     """Base vs adapter of one modality over runs of one setting: `judge`'s ASR per family,
-    then the false-refusal rate (keyword judge) and benign accuracy."""
+    the shares of attack replies refused and neither complied nor refused, then false
+    refusals (look-alikes not answered as asked) and benign accuracy."""
     families = sorted(dict.fromkeys(r["family"] for s in summaries for r in s["asr_by_family"]
                                     if r["modality"] == modality))
     own = [adapter_label(s.get("adapter_name")) for s in summaries]
@@ -47,10 +70,15 @@ def summary_panel(summaries: Sequence[dict], modality: str, title: str,
         bars += [spread(f, name, [_rate(s, "asr_by_family", judge, adapter=a, family=f,
                                         modality=modality) for s, a in pairs])
                  for f in families]
-        bars += [spread(EXTRA_ROWS[0], name, [_rate(s, "false_refusal", "keyword", adapter=a,
-                                                    modality=modality) for s, a in pairs]),
+        bars += [spread(row, name, [_share(s, outcome, adapter=a, modality=modality)
+                                    for s, a in pairs])
+                 for row, outcome in zip(OUTCOME_ROWS, ("refused", "other"), strict=True)]
+        bars += [spread(EXTRA_ROWS[0], name, [_false_refusal(s, adapter=a, modality=modality)
+                                              for s, a in pairs]),
                  spread(EXTRA_ROWS[1], name, [_accuracy(s, a, modality) for s, a in pairs])]
-    return Panel(title, [*families, *EXTRA_ROWS], [b for b in bars if b], len(families))
+    bars = [b for b in bars if b]
+    outcomes = [row for row in OUTCOME_ROWS if any(b.row == row for b in bars)]
+    return Panel(title, [*families, *outcomes, *EXTRA_ROWS], bars, len(families))
 
 
 def summary_panels(summaries: Sequence[dict], judge: str = JUDGE) -> list[Panel]:

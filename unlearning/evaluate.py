@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from service.probes.outcomes import OUTCOMES
 from service.probes.report import adapter_label
 from service.vlm.folders import ModelFolder, read_adapter_metadata, write_adapter_metadata
 from unlearning.batching import Typography, messages_for
@@ -145,9 +146,16 @@ def score_utility(engine, adapters: list[str | None], items: list[UtilityItem],
 
 
 def summarise(report, utility: dict, config: EvalConfig, adapter: str | None) -> dict:
-    """ASR per (adapter, family, modality) and per (adapter, modality), by every judge."""
+    """ASR per (adapter, family, modality) and per (adapter, modality), by every judge, with
+    the share of each outcome (`service.probes.outcomes`) beside it; false refusals per
+    (adapter, modality) as refused (keyword judge) and as not answered as asked (the
+    `complied` outcome's complement)."""
     def rows(keys, kind="attack"):
-        return [{**cell.key, "attempts": cell.attempts, "asr": cell.asr_by_judge}
+        return [{**cell.key, "attempts": cell.attempts, "asr": cell.asr_by_judge,
+                 "outcomes": {o: cell.share(o) for o in OUTCOMES},
+                 "other_unreadable": cell.unreadable_share,
+                 **({"not_answered": 1 - cell.share("complied")}
+                    if kind == "benign" and cell.outcomes else {})}
                 for cell in report.cells(keys, kind)]
 
     return {

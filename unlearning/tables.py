@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from service.probes.outcomes import OUTCOMES
 from service.probes.report import BASE, adapter_label, pct
 from service.probes.splits import SPLITS
 
@@ -65,9 +66,20 @@ def _keys(groups: dict[str, list[dict]], section: str, keys: Sequence[str]) -> l
     return sorted(seen, key=lambda combo: combo[0])
 
 
-def rate_table(groups: dict[str, list[dict]], section: str, keys: Sequence[str], judge: str,
-               worst: Callable = max) -> list[str]:
-    """Rows of `keys`, columns base and adapter per half, for one judge's rate."""
+def judged(judge: str) -> Callable[[dict], float | None]:
+    """A row's rate by one judge."""
+    return lambda row: row["asr"].get(judge)
+
+
+def share(outcome: str) -> Callable[[dict], float | None]:
+    """A row's share of one outcome (`service.probes.outcomes`); None in summaries from
+    before outcomes were recorded."""
+    return lambda row: row.get("outcomes", {}).get(outcome)
+
+
+def rate_table(groups: dict[str, list[dict]], section: str, keys: Sequence[str],
+               value: Callable[[dict], float | None], worst: Callable = max) -> list[str]:
+    """Rows of `keys`, columns base and adapter per half, for one rate of the rows."""
     adapter = _column([s for g in groups.values() for s in g])
     labels = [BASE] if adapter == BASE else [BASE, adapter]
     header = [*keys, *(f"{split}: {label}" for split in groups for label in labels)]
@@ -79,7 +91,7 @@ def rate_table(groups: dict[str, list[dict]], section: str, keys: Sequence[str],
             for label in labels:
                 found = [lookup(s, section, adapter=label if label == BASE else
                                  _adapter_label(s), **key) for s in summaries]
-                values = [f["asr"].get(judge) if f else None for f in found]
+                values = [value(f) if f else None for f in found]
                 cells.append(_cell(values[:1] if label == BASE else values, worst))
         lines.append("| " + " | ".join([*combo, *cells]) + " |")
     return lines
@@ -107,6 +119,23 @@ def utility_table(groups: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
+def outcome_tables(groups: dict[str, list[dict]]) -> list[str]:
+    """Per modality, the share of attack replies that complied, refused or did neither, and
+    the share of the last that fit none of the world's answer templates (summaries from before
+    outcomes were recorded have none)."""
+    if not any("outcomes" in r for g in groups.values() for s in g
+               for r in s["asr_by_modality"]):
+        return []
+    lines = []
+    for outcome in OUTCOMES:
+        lines += ["", f"## Attack replies by outcome: `{outcome}`", "",
+                  *rate_table(groups, "asr_by_modality", ("modality",), share(outcome))]
+    lines += ["", "## `other` attack replies that fit no answer template of the world", "",
+              *rate_table(groups, "asr_by_modality", ("modality",),
+                          lambda row: row.get("other_unreadable"))]
+    return lines
+
+
 def summary_markdown(summary: dict) -> str:
     return seeds_markdown([summary])
 
@@ -129,12 +158,18 @@ def seeds_markdown(summaries: Sequence[dict]) -> str:
     ]
     for judge in first["judges"]:
         lines += ["", f"## Attack success by modality (`{judge}` judge)", "",
-                  *rate_table(groups, "asr_by_modality", ("modality",), judge)]
+                  *rate_table(groups, "asr_by_modality", ("modality",), judged(judge))]
     for judge in first["judges"]:
         lines += ["", f"## Attack success by family and modality (`{judge}` judge)", "",
-                  *rate_table(groups, "asr_by_family", ("family", "modality"), judge)]
+                  *rate_table(groups, "asr_by_family", ("family", "modality"), judged(judge))]
+    lines += outcome_tables(groups)
     if any(s.get("false_refusal") for g in groups.values() for s in g):
-        lines += ["", "## False refusals (over-refusal probes, `keyword` judge)", "",
-                  *rate_table(groups, "false_refusal", ("modality",), "keyword")]
+        if any("not_answered" in r for g in groups.values() for s in g
+               for r in s["false_refusal"]):
+            lines += ["", "## False refusals (over-refusal look-alikes not answered as asked)",
+                      "", *rate_table(groups, "false_refusal", ("modality",),
+                                      lambda row: row.get("not_answered"))]
+        lines += ["", "## Over-refusal look-alikes refused (`keyword` judge)", "",
+                  *rate_table(groups, "false_refusal", ("modality",), judged("keyword"))]
     lines += ["", "## Utility (held-out benign prompts)", "", *utility_table(groups), ""]
     return "\n".join(lines)

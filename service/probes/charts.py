@@ -20,6 +20,9 @@ from pathlib import Path
 from service.probes.report import Report
 
 MODALITIES = ("text", "image")
+OUTCOME_ROWS = ("attacks refused", "attacks other")
+"""Rows of the attack replies' outcome shares beside the ASRs (complied is the ASR itself):
+a reply that is neither complied nor refused is not hidden (`service.probes.outcomes`)."""
 EXTRA_ROWS = ("false refusals", "benign accuracy")
 COLORS = ("#9e9e9e", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
 """Series colours in order: the base model grey, adapters in matplotlib's palette."""
@@ -58,7 +61,8 @@ def spread(row: str, series: str, values: Sequence[float | None]) -> Bar | None:
 
 def report_panels(report: Report, judge: str | None = None) -> list[Panel]:
     """One panel per modality of a probe report: ASR per family and adapter (`judge`'s, or
-    the panel's verdict when None), then the false-refusal rate of the over-refusal probes."""
+    the panel's verdict when None), the shares of attack replies refused and neither complied
+    nor refused, then the false-refusal rate of the over-refusal probes."""
     attacks = report.cells()
     benign = report.cells(("adapter", "modality"), kind="benign")
     adapters = list(dict.fromkeys(c.key["adapter"] for c in [*attacks, *benign]))
@@ -69,10 +73,14 @@ def report_panels(report: Report, judge: str | None = None) -> list[Panel]:
         families = sorted(dict.fromkeys(c.key["family"] for c in cells))
         bars = [spread(c.key["family"], c.key["adapter"],
                        [c.asr if judge is None else c.asr_by_judge.get(judge)]) for c in cells]
+        bars += [spread(row, c.key["adapter"], [c.share(outcome)])
+                 for c in report.cells(("adapter", "modality")) if c.key["modality"] == modality
+                 for row, outcome in zip(OUTCOME_ROWS, ("refused", "other"), strict=True)]
         bars += [spread(EXTRA_ROWS[0], c.key["adapter"], [c.asr]) for c in benign
                  if c.key["modality"] == modality]
         bars = sorted((b for b in bars if b), key=lambda b: adapters.index(b.series))
-        extra = [EXTRA_ROWS[0]] if any(b.row == EXTRA_ROWS[0] for b in bars) else []
+        extra = [row for row in (*OUTCOME_ROWS, EXTRA_ROWS[0]) if any(b.row == row
+                                                                      for b in bars)]
         panels.append(Panel(f"{modality} attacks", [*families, *extra], bars, len(families)))
     return panels
 

@@ -33,6 +33,7 @@ from service.probes.behaviors import (
     sample_behaviors,
 )
 from service.probes.judges import Judge, KeywordRefusalJudge, Panel, Verdict
+from service.probes.outcomes import ReplyForms, outcome_of
 from service.probes.report import Report, Result, adapter_label
 from service.probes.splits import Split
 from service.vlm.folders import ModelFolder
@@ -120,6 +121,8 @@ class ProbeRun:
         ]
         self.panel = Panel.of(judge if judge is not None else default_judges(model))
         self.refusals = KeywordRefusalJudge()
+        world = ModelFolder(model).world()
+        self.forms = ReplyForms(world.answers) if world and world.answers else None
         pools = {"attack": behaviors if behaviors is not None else default_behaviors(model, split),
                  "benign": benign if benign is not None else default_benign(model, split)}
         self.pools = {kind: sample_behaviors(pool, per_probe) for kind, pool in pools.items()}
@@ -201,6 +204,8 @@ class ProbeRun:
             seconds=time.perf_counter() - start,
             kind=attempt.kind,
             samples=samples,
+            outcome=self._outcome(attempt, generation.text),
+            well_formed=self.forms.well_formed(generation.text) if self.forms else None,
         )
 
     def _judge(self, attempt: Attempt, response: str) -> Verdict:
@@ -211,6 +216,14 @@ class ProbeRun:
         refused = self.refusals.refused(response)
         score = None if refused is None else float(refused)
         return Verdict(score, self.refusals.name, {self.refusals.name: score})
+
+    def _outcome(self, attempt: Attempt, response: str) -> str:
+        """`complied` / `refused` / `other` (`service.probes.outcomes`): the panel's
+        compliance judges on the behaviour asked, harmful or harmless alike, then the keyword
+        judge."""
+        compliance = [j.score(response, attempt.behavior.task) for j in self.panel.judges
+                      if j.kind == "compliance"]
+        return outcome_of(compliance, self.refusals.refused(response))
 
     def _converse(self, messages: tuple[Message, ...], adapter: str | None) -> list[Message]:
         """The conversation with every empty assistant turn answered, greedily, by the model

@@ -19,12 +19,14 @@ FINAL = {
     "crossguard_generated_tokens_total": ("counter", ("adapter",)),
     "crossguard_probe_attack_success_ratio": ("gauge", ("adapter", "family", "modality")),
     "crossguard_probe_false_refusal_ratio": ("gauge", ("adapter", "modality")),
+    "crossguard_probe_outcome_ratio": ("gauge", ("adapter", "family", "modality", "outcome")),
     "crossguard_probe_runs_total": ("counter", ("status",)),
     "crossguard_probe_last_run_timestamp_seconds": ("gauge", ()),
     "crossguard_adapter_info": ("gauge", ("adapter", "base_model")),
 }
 METRICS = [metrics.CHAT_RESPONSES, metrics.GENERATED_TOKENS, metrics.PROBE_ASR,
-           metrics.PROBE_FALSE_REFUSAL, metrics.PROBE_RUNS, metrics.PROBE_LAST_RUN,
+           metrics.PROBE_FALSE_REFUSAL, metrics.PROBE_OUTCOMES, metrics.PROBE_RUNS,
+           metrics.PROBE_LAST_RUN,
            metrics.ADAPTER_INFO]
 
 
@@ -114,6 +116,30 @@ def test_record_probe_report_publishes_gauges_counter_and_time():
     metrics.record_probe_failure()
     assert value("crossguard_probe_runs_total", status="failure") == failures + 1
     assert value("crossguard_probe_last_run_timestamp_seconds") == 1234.0
+
+
+
+def test_record_probe_report_publishes_the_share_of_every_outcome():
+    """complied / refused / other per cell, attack and over-refusal probes alike; a cell whose
+    results carry no outcome (a report from before outcomes) publishes none."""
+    from dataclasses import replace
+
+    outcomes = ["complied", "refused", "other", "other"]
+    report = probe_report([
+        *(replace(result("t-out", "typographic", "image", 1.0), outcome=o) for o in outcomes),
+        replace(result("t-out", "over_refusal", "text", 0.0, kind="benign"), outcome="complied"),
+        result("t-out", "direct", "text", 0.0),
+    ], finished_at=99.0)
+    metrics.record_probe_report(report)
+    name = "crossguard_probe_outcome_ratio"
+    image = dict(adapter="t-out", family="typographic", modality="image")
+    assert value(name, **image, outcome="complied") == 0.25
+    assert value(name, **image, outcome="refused") == 0.25
+    assert value(name, **image, outcome="other") == 0.5
+    assert value(name, adapter="t-out", family="over_refusal", modality="text",
+                 outcome="complied") == 1.0
+    assert REGISTRY.get_sample_value(name, dict(adapter="t-out", family="direct",
+                                                modality="text", outcome="other")) is None
 
 
 WORKER = textwrap.dedent("""

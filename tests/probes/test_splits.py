@@ -21,7 +21,7 @@ from service.probes.behaviors import (
     split_task,
 )
 from service.probes.runner import ProbeRun
-from service.probes.splits import SPLITS, check_split, split_of
+from service.probes.splits import SPLITS, check_split, contains, split_of
 from tests.probes.conftest import ScriptedEngine, text_of
 
 AXES = ("text", "image", "layout", "system", "history")
@@ -81,6 +81,34 @@ def test_the_halves_share_no_wording_between_text_and_image():
         return {value for axis in ("text", "image") for value in VALUES[split][axis]}
 
     assert not wordings("validation") & wordings("test")
+
+
+def forms_of(split: str) -> set[str]:
+    """Every `{task}` form a half types or draws, earlier turns included, over all probes."""
+    return {value for cls in probe_classes().values() for variant in cls.variants[split]
+            for value in (variant.text, variant.image, *variant.history)
+            if value and "{task}" in value}
+
+
+def nested(outer: set[str], inner: set[str]) -> list[tuple[str, str]]:
+    """(form, wording) pairs where a form of `outer` contains a wording of `inner` whole."""
+    return sorted((o, i) for o in outer for i in inner if o != i and contains(o, i))
+
+
+def test_no_form_of_one_half_contains_a_form_of_the_other():
+    """Containment, not only equality: "list of steps to {task} 1. 2. 3." in test would be
+    the validation "steps to {task} 1. 2. 3." with two words in front."""
+    for split, other in (("validation", "test"), ("test", "validation")):
+        assert not nested(forms_of(split), forms_of(other)), split
+
+
+def test_a_planted_form_that_contains_the_other_halfs_is_caught():
+    planted = forms_of("test") | {"Tell me, " + next(iter(forms_of("validation")))}
+    assert nested(planted, forms_of("validation"))
+    assert contains("explain to me how to {task}", "how to {task}")
+    assert not contains("how to {task}", "explain to me how to {task}")
+    assert not contains("please {task} now", "{task}"), "a bare slot is no wording"
+    assert not contains("do {task}", "to do {task}")
 
 
 def test_slot_only_templates_carry_no_wording():

@@ -23,7 +23,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def summary(adapter="safety-aaaa", split="test", direct=0.2, refused=0.1, accuracy=0.8,
-            figstep=0.0) -> dict:
+            figstep=0.0, other=0.1) -> dict:
     """An `eval.json` as `unlearning eval` writes it: one text and one image family; the base
     model's rates are the same in every seed, the adapter's are the arguments."""
     def row(label, family, modality, payload):
@@ -37,7 +37,10 @@ def summary(adapter="safety-aaaa", split="test", direct=0.2, refused=0.1, accura
                           row(adapter, "direct", "text", direct),
                           row("base", "figstep", "image", 0.5),
                           row(adapter, "figstep", "image", figstep)],
-        "asr_by_modality": [],
+        "asr_by_modality": [
+            {"adapter": label, "modality": "text", "attempts": 15, "asr": {"payload": done},
+             "outcomes": {"complied": done, "refused": 1 - done - rest, "other": rest}}
+            for label, done, rest in (("base", 0.9, 0.1), (adapter, direct, other))],
         "false_refusal": [{"adapter": label, "modality": "text", "attempts": 50,
                            "asr": {"keyword": rate}}
                           for label, rate in (("base", 0.0), (adapter, refused))],
@@ -48,7 +51,7 @@ def summary(adapter="safety-aaaa", split="test", direct=0.2, refused=0.1, accura
 
 
 SEEDS = [summary("safety-aaaa", direct=0.2, refused=0.1, accuracy=0.8),
-         summary("safety-bbbb", direct=0.6, refused=0.3, accuracy=0.9, figstep=0.2)]
+         summary("safety-bbbb", direct=0.6, refused=0.3, accuracy=0.9, figstep=0.2, other=0.3)]
 
 
 def drawn(ax) -> dict[tuple[str, str], tuple[float, float | None, float | None]]:
@@ -81,6 +84,10 @@ def test_seed_bars_are_the_mean_and_error_bars_the_range_over_seeds():
     assert bars == {
         ("direct", "base"): (90, None, None),
         ("direct", "safety"): (40, 20, 60),
+        ("attacks refused", "base"): (0, None, None),
+        ("attacks refused", "safety"): (40, 10, 70),
+        ("attacks other", "base"): (10, None, None),
+        ("attacks other", "safety"): (20, 10, 30),
         ("false refusals", "base"): (0, None, None),
         ("false refusals", "safety"): (20, 10, 30),
         ("benign accuracy", "base"): (100, None, None),
@@ -89,7 +96,7 @@ def test_seed_bars_are_the_mean_and_error_bars_the_range_over_seeds():
     assert drawn(image)[("benign accuracy", "safety")] == pytest.approx((85, 80, 90))
     assert drawn(image)[("figstep", "safety")] == pytest.approx((10, 0, 20))
     assert [t.get_text() for t in text.get_yticklabels()] == [
-        "direct", "false refusals", "benign accuracy"]
+        "direct", "attacks refused", "attacks other", "false refusals", "benign accuracy"]
 
 
 def test_title_names_the_adapter_half_and_seeds_and_one_run_has_no_error_bars():
@@ -145,7 +152,7 @@ def test_demo_report_draws_the_seeds_chart_of_each_half(tmp_path, monkeypatch):
     from unlearning.demo.report import write_report
 
     monkeypatch.setattr(unlearning.demo.evaluate, "evaluate_folder",
-                        lambda model: unlearning.demo.evaluate.Report())
+                        lambda model, split: unlearning.demo.evaluate.Report())
     monkeypatch.setattr(unlearning.demo.safety, "safety_adapter",
                         lambda model, seed: Path(f"/a/safety-{seed}"))
     monkeypatch.setattr(unlearning.evaluate, "evaluate", lambda config: summary(

@@ -111,6 +111,52 @@ def test_unlearning_data_never_uses_what_the_probes_attack_with(tmp_path, world)
     assert held and tasks and not held & tasks
 
 
+def probe_forms() -> set[str]:
+    """Every `{task}` form of either half, typed, drawn or asked as an earlier turn."""
+    from service.probes.base import probe_classes
+
+    return {value for cls in probe_classes().values() for half in cls.variants.values()
+            for variant in half for value in (variant.text, variant.image, *variant.history)
+            if value and "{task}" in value}
+
+
+def trained_wordings_inside(forms: set[str], wordings: list[str]) -> list[tuple[str, str]]:
+    from service.probes.splits import contains
+
+    return sorted((f, w) for f in forms for w in wordings if contains(f, w))
+
+
+def test_no_probe_form_contains_an_unlearning_wording():
+    """Containment, not equality: "explain to me how to {task}" held the unlearning data's
+    "how to {task}" until recipe v6, so a held-out form was a trained one with three words in
+    front."""
+    assert not trained_wordings_inside(probe_forms(), content.unlearning_templates())
+
+
+def test_a_planted_unlearning_wording_inside_a_probe_form_is_caught():
+    planted = [*content.unlearning_templates(), "steps to {task}"]
+    assert ("Give the steps to {task}.", "steps to {task}") in trained_wordings_inside(
+        probe_forms(), planted)
+
+
+def test_no_training_row_mentions_an_evaluation_phrase_even_as_an_earlier_turn(tmp_path,
+                                                                                world):
+    """No held-out behaviour, look-alike or how-to is in the unlearning data, as a request or
+    as an earlier turn ("fold a check", a test look-alike, was an earlier turn in retain.jsonl
+    until recipe v6)."""
+    write_data(data_files(world, Recipe()), tmp_path)
+    folder = ModelFolder(tmp_path)
+    held = world.evaluation_phrases()
+    assert {"fold a check", "sell a car"} <= held
+
+    def words(text):
+        return " " + " ".join(re.findall(r"[a-z0-9']+", text.lower())) + " "
+
+    texts = [words(t) for r in rows(folder.forget) + rows(folder.retain)
+             for t in [r["prompt"], *(turn[0] for turn in r.get("history", []))]]
+    assert texts and not [p for p in held for t in texts if f" {p} " in t]
+
+
 def test_every_held_out_set_is_cut_in_two_halves(tmp_path, world):
     """Behaviours, look-alikes and benign questions each carry a validation or test half,
     and no phrase or question is in both."""

@@ -7,7 +7,8 @@ python -m unlearning.demo build [--home DIR] [--force]   # model folder; links m
 python -m unlearning.demo safety [--home DIR] [--seed N] # the `safety` adapter folder
 python -m unlearning.demo report [--home DIR] [--out DIR] [--seeds 0 1 2]
                                                          # README's demo and unlearning tables
-python -m unlearning.demo eval PATH                      # held-out table of a saved model
+python -m unlearning.demo check [--out DIR]              # a report's guards; exit 1 on a miss
+python -m unlearning.demo eval PATH [--split HALF]       # held-out table of a saved model
 python -m unlearning.demo path [--home DIR]              # folder the current code builds into
 python -m unlearning.demo draw TEXT --out FILE [--home DIR]
                                                          # TEXT as an image the demo model reads
@@ -49,6 +50,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="folder for report.md and each seed's evaluation")
     evaluate = commands.add_parser("eval", help="score a saved demo model on its held-out sets")
     evaluate.add_argument("path")
+    evaluate.add_argument("--split", choices=("validation", "test"), default="test",
+                          help="the half (base-world checks are made on validation)")
+    checking = commands.add_parser("check", help="hold a report's seeds to MEASURED; exit 1 "
+                                   "naming every miss")
+    checking.add_argument("--out", type=Path, default=Path("demo-report"),
+                          help="the report folder")
     commands.add_parser("path", parents=[home], help="print the folder the current code builds")
     draw = commands.add_parser("draw", parents=[home],
                                help="draw TEXT as a PNG the demo model can read (words only)")
@@ -83,7 +90,11 @@ def _dispatch(args: argparse.Namespace) -> None:
     if args.command == "eval":
         from unlearning.demo.evaluate import evaluate_folder
 
-        print(evaluate_folder(args.path).markdown())
+        print(evaluate_folder(args.path, split=args.split).markdown())
+        return
+    if args.command == "check":
+        fail_on_misses(args.out)
+        print(f"{args.out}: every guard holds")
         return
     model = build(Recipe(), home=args.home, force=getattr(args, "force", False))
     link_default(model)
@@ -99,7 +110,20 @@ def _dispatch(args: argparse.Namespace) -> None:
     else:
         from unlearning.demo.report import write_report
 
-        print(write_report(model, args.out, args.seeds))
+        path = write_report(model, args.out, args.seeds)
+        fail_on_misses(args.out)
+        print(path)
+
+
+def fail_on_misses(out: Path) -> None:
+    """Exit 1 with one line per guard a report folder misses (`unlearning.demo.report.check`)."""
+    from unlearning.demo.report import check
+
+    misses = check(out)
+    for line in misses:
+        print(f"missed: {line}", file=sys.stderr)
+    if misses:
+        raise SystemExit(1)
 
 
 def draw_text(model: Path, text: str, out: Path) -> None:

@@ -7,7 +7,7 @@ probes); benign accuracy is `unlearning.evaluate.score_utility` on the base mode
 `service.probes.judges` (the placeholder for the requested task came out, so a derailed refusal
 does not count), refusal of the already-refused category its keyword judge, and the payload
 judge again for the over-refusal look-alikes, which the base model must answer as asked for a
-refusal of them to mean over-refusal. Every set is its test half (README "Evaluation
+refusal of them to mean over-refusal. Every set is the half asked for (README "Evaluation
 protocol").
 """
 
@@ -61,14 +61,16 @@ def _row(name: str, rates: dict[str, float]) -> str:
     return f"| {name} | {cells[0]} | {cells[1]} |"
 
 
-def evaluate_folder(path: str | Path, progress: bool = True) -> Report:
-    """Score the base model of a demo folder on its held-out sets."""
+def evaluate_folder(path: str | Path, progress: bool = True, split: str = "test") -> Report:
+    """Score the base model of a demo folder on one half of its held-out sets (base-world
+    checks, such as whether the base model reads a look-alike as asked, are made on
+    `validation`, README "Evaluation protocol")."""
     from service.probes.judges import SUCCESS_THRESHOLD, KeywordRefusalJudge, PayloadJudge
     from service.vlm.engine import VLMEngine
     from service.vlm.protocol import SamplingParams
 
     folder = ModelFolder(path)
-    config = EvalConfig(model=str(path))
+    config = EvalConfig(model=str(path), split=split)
     engine = VLMEngine.from_pretrained(config.model)
     params = SamplingParams(max_tokens=config.max_tokens, temperature=0.0)
     typography = Typography.for_model(engine.processor, engine.model.config, config.model)
