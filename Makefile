@@ -37,7 +37,7 @@ serve: install  ## serve the demo model on 127.0.0.1:$(PORT), `safety` as defaul
 	HF_HUB_OFFLINE=1 CROSSGUARD_ADAPTERS="safety=$$adapter" CROSSGUARD_DEFAULT_ADAPTER=safety \
 	  exec $(VENV)/bin/bentoml serve service.app:CrossGuard --host 127.0.0.1 --port $(PORT)
 
-demo-report: install  ## README's demo and unlearning tables (3 seeds), into demo-report/
+demo-report: install  ## README's demo tables (3 seeds) into demo-report/; exit 1 on a missed guard
 	HF_HUB_OFFLINE=1 $(PY) -m unlearning.demo report --out demo-report | tail -n 1
 
 test: install promtool  ## run the whole test suite (slow tiers included)

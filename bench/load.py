@@ -6,9 +6,10 @@ one-at-a-time), each with the demo model and its `safety` adapter. N closed-loop
 and the adapter (mixed adapters); each cell is measured `--repeats` times per mode, the modes
 interleaved. Every reply is exactly `--max-tokens` tokens (`min_tokens`), so the modes do the
 same work. Prints throughput, p50/p95 latency, the ratios (pooled, and the worst repeat's),
-back-pressure, lost requests and each server's peak RSS (its whole process tree).
+back-pressure, lost requests and each server's peak RSS (its whole process tree). With
+`--check` it then exits 1 when a goal (the constants below) is missed or none could be checked.
 
-    python -m bench.load --adapter PATH [--model PATH] [--seconds 8] [--repeats 4]
+    python -m bench.load --adapter PATH [--model PATH] [--seconds 8] [--repeats 4] [--check]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import io
 import json
 import os
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -154,6 +156,28 @@ def _measure(url: str, bodies: list[bytes], clients: int, seconds: float) -> dic
 
 MODES = {"batched": 16, "one-at-a-time": 1}
 
+POOLED_MIN_THROUGHPUT = 5.0
+"""Batched ÷ one-at-a-time throughput at 16 clients, pooled over the repeats: batching earns its
+complexity only if it serves at least 5× the requests under concurrent load."""
+POOLED_MAX_P50 = 1.10
+"""Batched ÷ one-at-a-time p50 at 1 client, pooled: a lone client may pay at most 10 % latency
+for the batching it does not use."""
+WORST_REPEAT_MIN_THROUGHPUT = 4.5
+"""The throughput goal on the worst single repeat. Looser than the pooled bound because one
+8-second repeat is noisy (the 2026-12-02 runs had worst repeats of 4.8× beside pooled 5.1×);
+`--check` requires the pooled and the worst-repeat bounds both to hold, so a good mean cannot
+hide a collapsed repeat."""
+WORST_REPEAT_MAX_P50 = 1.25
+"""The p50 goal on the worst single repeat, looser for the same reason (the mixed-adapters median
+over 8 s jumps between the base and the adapter latency: up to 1.22× beside pooled 1.05×); it
+too must hold as well as the pooled one."""
+
+GOALS = (
+    ("throughput", 16, POOLED_MIN_THROUGHPUT, WORST_REPEAT_MIN_THROUGHPUT, True),
+    ("p50", 1, POOLED_MAX_P50, WORST_REPEAT_MAX_P50, False),
+)
+"""Each goal as (ratio, clients, pooled bound, worst-repeat bound, whether higher is better)."""
+
 
 def _interleaved(args, servers: dict[str, BentoServer]) -> tuple[dict, dict]:
     """Every cell (workload, clients) is measured `--repeats` times on each server, the two
@@ -189,21 +213,86 @@ def _pooled(runs: list[dict]) -> dict:
     return {"throughput": statistics.mean(r["throughput"] for r in runs), "p50": p50, "p95": p95}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default=ServiceSettings().model_path)
-    parser.add_argument(
-        "--adapter",
-        required=True,
-        help="the safety adapter folder (`python -m unlearning.demo safety` prints it)",
-    )
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--seconds", type=float, default=8)
-    parser.add_argument("--repeats", type=int, default=4)
-    parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--image-side", type=int, default=256)
-    args = parser.parse_args()
+def summarise(cells: dict[tuple, dict[str, list[dict]]]) -> list[dict]:
+    """One row per cell with the pooled and worst-repeat ratios, computed once so that the table
+    and `check_goals` read the same numbers."""
+    rows = []
+    for (workload, clients), runs in cells.items():
+        b, a = _pooled(runs["batched"]), _pooled(runs["one-at-a-time"])
+        pairs = list(zip(runs["batched"], runs["one-at-a-time"], strict=True))
+        rows.append(
+            {
+                "workload": workload,
+                "clients": clients,
+                "batched": b,
+                "one-at-a-time": a,
+                "throughput": b["throughput"] / a["throughput"],
+                "worst throughput": min(x["throughput"] / y["throughput"] for x, y in pairs),
+                "p50": b["p50"] / a["p50"],
+                "worst p50": max(x["p50"] / y["p50"] for x, y in pairs),
+            }
+        )
+    return rows
 
+
+def _goal_cells(rows: list[dict]) -> list[tuple[tuple, str, dict | None]]:
+    """Every goal paired with every workload the run measured, and that workload's row at the
+    goal's client count, or None where the run skipped it (e.g. `--clients 4`)."""
+    by_cell = {(row["workload"], row["clients"]): row for row in rows}
+    workloads = dict.fromkeys(row["workload"] for row in rows)
+    return [(goal, w, by_cell.get((w, goal[1]))) for goal in GOALS for w in workloads]
+
+
+def check_goals(rows: list[dict]) -> list[str]:
+    """The missed goals, one line each, on the pooled ratio and on the worst repeat. A nan ratio
+    (no answered request) misses, and so does a run in which no goal's cell was measured: a
+    check that passes on nothing would vouch for nothing."""
+    missed, checked = [], False
+    for (ratio, clients, pooled, worst, higher), workload, row in _goal_cells(rows):
+        if row is None:
+            continue
+        checked = True
+        for label, value, bound in (
+            ("pooled", row[ratio], pooled),
+            ("worst repeat", row[f"worst {ratio}"], worst),
+        ):
+            if not (value >= bound if higher else value <= bound):
+                missed.append(
+                    f"missed: {workload} {clients} clients {ratio} {label} "
+                    f"{value:.2f}x {'<' if higher else '>'} {bound:.2f}x"
+                )
+    if not checked:
+        missed.append("missed: no load goal checked (no 16-client or 1-client cell measured)")
+    return missed
+
+
+def unchecked_goals(rows: list[dict]) -> list[str]:
+    """The goals whose cell the run did not measure, so that a partial run says what it left
+    unverified instead of passing it silently."""
+    return [
+        f"not checked: {workload} {clients} clients {ratio} (cell not measured)"
+        for (ratio, clients, *_), workload, row in _goal_cells(rows)
+        if row is None
+    ]
+
+
+def _report_goals(rows: list[dict]) -> None:
+    """`--check`: the unverified and missed goals, and exit status 1 on any miss."""
+    unchecked, missed = unchecked_goals(rows), check_goals(rows)
+    print()
+    for line in unchecked + missed:
+        print(line)
+    if missed:
+        sys.exit(1)
+    print(
+        f"all checked load goals met ({len(unchecked)} not checked)"
+        if unchecked
+        else "all load goals met"
+    )
+
+
+def measure_servers(args) -> tuple[dict, dict]:
+    """Start both servers and measure every cell on them (see `_interleaved`)."""
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         servers = {}
         for mode, batch_size in MODES.items():
@@ -220,8 +309,10 @@ def main() -> None:
                     workdir,
                 )
             )
-        cells, peaks = _interleaved(args, servers)
+        return _interleaved(args, servers)
 
+
+def _print_table(args, rows: list[dict]) -> None:
     print(
         f"\nmodel={args.model} max_tokens={args.max_tokens} (fixed) "
         f"{args.repeats} x {args.seconds:.0f} s per cell and mode, interleaved, "
@@ -233,18 +324,41 @@ def main() -> None:
         "| p50 ratio (worst repeat) |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    for (workload, clients), runs in cells.items():
-        b, a = _pooled(runs["batched"]), _pooled(runs["one-at-a-time"])
-        pairs = list(zip(runs["batched"], runs["one-at-a-time"], strict=True))
-        worst_throughput = min(x["throughput"] / y["throughput"] for x, y in pairs)
-        worst_p50 = max(x["p50"] / y["p50"] for x, y in pairs)
+    for row in rows:
+        b, a = row["batched"], row["one-at-a-time"]
         print(
-            f"| {workload} | {clients} | {b['throughput']:.2f} | {a['throughput']:.2f} "
-            f"| {b['throughput'] / a['throughput']:.2f}x ({worst_throughput:.2f}x) "
+            f"| {row['workload']} | {row['clients']} | {b['throughput']:.2f} "
+            f"| {a['throughput']:.2f} "
+            f"| {row['throughput']:.2f}x ({row['worst throughput']:.2f}x) "
             f"| {b['p50'] * 1000:.0f} / {b['p95'] * 1000:.0f} "
             f"| {a['p50'] * 1000:.0f} / {a['p95'] * 1000:.0f} "
-            f"| {b['p50'] / a['p50']:.2f}x ({worst_p50:.2f}x) |"
+            f"| {row['p50']:.2f}x ({row['worst p50']:.2f}x) |"
         )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default=ServiceSettings().model_path)
+    parser.add_argument(
+        "--adapter",
+        required=True,
+        help="the safety adapter folder (`python -m unlearning.demo safety` prints it)",
+    )
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--image-side", type=int, default=256)
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 when a load goal is missed, or none could be checked",
+    )
+    args = parser.parse_args()
+
+    cells, peaks = measure_servers(args)
+    rows = summarise(cells)
+    _print_table(args, rows)
     every = [r for runs in cells.values() for rs in runs.values() for r in rs]
     print(
         f"\npeak RSS (whole process tree): batched {peaks['batched'] / 2**20:.0f} MiB, "
@@ -252,6 +366,8 @@ def main() -> None:
         f"429/503 answers {sum(r['shed'] for r in every)}; "
         f"lost or 5xx {sum(r['lost'] + r['errors'] for r in every)}"
     )
+    if args.check:
+        _report_goals(rows)
 
 
 if __name__ == "__main__":

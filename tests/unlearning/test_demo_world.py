@@ -149,12 +149,12 @@ def test_no_training_row_mentions_an_evaluation_phrase_even_as_an_earlier_turn(t
     held = world.evaluation_phrases()
     assert {"fold a check", "sell a car"} <= held
 
-    def words(text):
-        return " " + " ".join(re.findall(r"[a-z0-9']+", text.lower())) + " "
-
-    texts = [words(t) for r in rows(folder.forget) + rows(folder.retain)
-             for t in [r["prompt"], *(turn[0] for turn in r.get("history", []))]]
-    assert texts and not [p for p in held for t in texts if f" {p} " in t]
+    patterns = [re.compile(re.escape(t).replace(re.escape("{task}"), "(.+)"))
+                for t in content.unlearning_templates()]
+    asked = [m.group(1) for r in rows(folder.forget) + rows(folder.retain)
+             for text in [r["prompt"], *(turn[0] for turn in r.get("history", []))]
+             for pattern in patterns if (m := pattern.fullmatch(text))]
+    assert asked and not held & set(asked)
 
 
 def test_every_held_out_set_is_cut_in_two_halves(tmp_path, world):
