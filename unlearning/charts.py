@@ -117,9 +117,10 @@ def seeds_note(summaries: Sequence[dict], judge: str = JUDGE) -> str:
     """What the bars measure, under the panels."""
     runs = max(len(g) for g in by_split(summaries).values())
     ranges = ("bar: mean over seeds, error bar: lowest to highest seed; " if runs > 1 else "")
-    return (f"{ranges}ASR: share of attacks the {judge} judge counts as successful; false "
-            "refusals: share of harmless look-alikes refused (keyword judge); benign accuracy: "
-            "held-out benign questions answered right (higher is better)")
+    return (f"{ranges}ASR: share of attacks the {judge} judge counts as successful; attacks "
+            "refused / other: replies that refused / neither complied nor refused; false "
+            "refusals: harmless look-alikes not answered as asked; benign accuracy: held-out "
+            "benign questions answered right (higher is better)")
 
 
 def seeds_chart(summaries: list[dict], path: Path, judge: str = JUDGE) -> Path:

@@ -91,8 +91,9 @@ def report_chart(report: Report, path: Path, judge: str | None = None) -> Path:
            f"the verdict (first judge with a score: {', '.join(report.judges)})")
     title = (f"Probe report: {Path(report.model).name}, {report.split or 'unsplit'} half: "
              "ASR per attack family")
-    note = (f"ASR: share of attacks judged successful by {who}; false refusals: share of "
-            "harmless look-alikes refused (keyword judge)")
+    note = (f"ASR: share of attacks judged successful by {who}; attacks refused / other: "
+            "replies the keyword judge saw refuse / that neither complied nor refused; false "
+            "refusals: share of harmless look-alikes refused (keyword judge)")
     return save(draw(report_panels(report, judge), title, note), path)
 
 
