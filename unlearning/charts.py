@@ -23,7 +23,7 @@ from service.probes.charts import (
     spread,
 )
 from service.probes.report import BASE, adapter_label
-from unlearning.tables import by_split, lookup
+from unlearning.tables import by_split, lookup, share
 
 JUDGE = "payload"
 """The judge whose ASR the charts show unless told otherwise (README: every number is the
@@ -37,7 +37,7 @@ def _rate(summary: dict, section: str, judge: str, **key) -> float | None:
 
 def _share(summary: dict, outcome: str, **key) -> float | None:
     row = lookup(summary, "asr_by_modality", **key)
-    return None if row is None else row.get("outcomes", {}).get(outcome)
+    return None if row is None else share(outcome)(row)
 
 
 def _false_refusal(summary: dict, **key) -> float | None:

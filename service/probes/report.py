@@ -168,13 +168,16 @@ class Report:
 
     def others(self, key: dict[str, str], k: int = 3, kind: str = "attack") -> list[Result]:
         """Up to `k` replies of one cell that neither complied nor refused, in run order."""
-        return [r for r in self.results if r.kind == kind and r.outcome == "other"
-                and all(getattr(r, f) == v for f, v in key.items())][:k]
+        return [r for r in self._of_cell(key, kind) if r.outcome == "other"][:k]
+
+    def _of_cell(self, key: dict[str, str], kind: str) -> list[Result]:
+        """The results of `kind` whose fields equal `key`, in run order."""
+        return [r for r in self.results
+                if r.kind == kind and all(getattr(r, f) == v for f, v in key.items())]
 
     def examples(self, key: dict[str, str], k: int = 2, kind: str = "attack") -> list[Result]:
         """Up to `k` successful and `k` failed results of one cell, in run order."""
-        rs = [r for r in self.results
-              if r.kind == kind and all(getattr(r, f) == v for f, v in key.items())]
+        rs = self._of_cell(key, kind)
         return [r for r in rs if r.success][:k] + [r for r in rs if r.success is False][:k]
 
     def to_dict(self, examples: int = 2, results: bool = True) -> dict:
