@@ -1,10 +1,11 @@
 """Content keys for cached artefacts: everything that decides what a build writes, hashed.
 
 A cached demo model or adapter is reused only under a key made of its settings, the data it is
-trained on, the source of every project module that can run while building it, the versions of
-the libraries that compute it and the CPU kernel set they run on. A stale folder then has
-another name and is rebuilt, never reused: a key made of the recipe alone once kept serving a
-model that the committed code does not build (README "Reproducing the numbers").
+trained on, the source of every project module that can run while building it and the versions
+of the libraries that compute it; the CPU that ran it is recorded beside the key (`machine`).
+A stale folder then has another name and is rebuilt, never reused: a key made of the recipe
+alone once kept serving a model that the committed code does not build (README "Reproducing
+the numbers").
 
 The module closure is found by reading the `import` statements of the entry module and of every
 project module they reach, function-level imports included (the build imports lazily), so a new
@@ -100,19 +101,25 @@ def cpu_model() -> str:
 
 
 def library_versions() -> dict[str, str | None]:
-    """Versions of `LIBRARIES`, the CPU kernel set torch dispatches to (`AVX512`, `AVX2`, ...)
-    and the CPU model: float results are bitwise repeatable on one kind of CPU, not across
-    kinds."""
+    """Versions of `LIBRARIES`: part of every key, since another version may compute other
+    numbers from the same code."""
     def version(name: str) -> str | None:
         try:
             return metadata.version(name)
         except metadata.PackageNotFoundError:
             return None
 
+    return {name: version(name) for name in LIBRARIES}
+
+
+def machine() -> dict[str, str]:
+    """The CPU model and the kernel set torch dispatches to (`AVX512`, `AVX2`, ...), recorded
+    beside a build, not keyed: float results are bitwise repeatable on one kind of CPU, not
+    across kinds, so the shipped demo files (`unlearning.demo.shipping`) say which CPU made
+    them and every other CPU serves those very files instead of its own rounding of them."""
     import torch
 
-    return {**{name: version(name) for name in LIBRARIES},
-            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    return {"torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cpu": cpu_model()}
 
 
@@ -120,6 +127,24 @@ def key(payload: dict) -> str:
     """12 hex digits naming `payload` (any JSON-able dict, key order irrelevant)."""
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def differences(recorded: dict, current: dict) -> list[str]:
+    """The entries in which two key payloads differ, one level deep (`recipe.sft_steps`,
+    `sources`, `libraries.torch`), so a refused cache says what changed."""
+    recorded, current = (json.loads(json.dumps(d, sort_keys=True, default=str))
+                         for d in (recorded, current))
+    found = []
+    for name in sorted(set(recorded) | set(current)):
+        old, new = recorded.get(name), current.get(name)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            found += [f"{name}.{k}" for k in sorted(set(old) | set(new))
+                      if old.get(k) != new.get(k)]
+        else:
+            found.append(name)
+    return found
 
 
 def text_sha256(text: str) -> str:

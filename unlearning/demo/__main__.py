@@ -1,10 +1,14 @@
-"""CLI for the embedded demo VLM. Every command builds (or reuses) what it needs; the last
+"""CLI for the embedded demo VLM. Every command builds (or reuses, or copies from the shipped
+files, `unlearning.demo.shipping`) what it needs; `--force` builds from code. The last
 stdout line of `build` and `safety` is the folder, for scripts. A folder that cannot be written
 (read-only or full home) is a one-line error naming it, exit status 1; what was being written
 is left unfinished or removed, never looking complete.
 
 python -m unlearning.demo build [--home DIR] [--force]   # model folder; links models/default
-python -m unlearning.demo safety [--home DIR] [--seed N] # the `safety` adapter folder
+python -m unlearning.demo safety [--home DIR] [--seed N] [--force]
+                                                         # the `safety` adapter folder
+python -m unlearning.demo rebuild [--home DIR] [--ship]  # build from code, compare with (or
+                                                         # refresh) the shipped files
 python -m unlearning.demo report [--home DIR] [--out DIR] [--seeds 0 1 2]
                                                          # README's demo and unlearning tables
 python -m unlearning.demo check [--out DIR]              # a report's guards; exit 1 on a miss
@@ -39,10 +43,20 @@ def main(argv: list[str] | None = None) -> None:
     home.add_argument("--home",
                       help="cache root (default: $CROSSGUARD_HOME or ~/.cache/crossguard)")
     build = commands.add_parser("build", parents=[home], help="train the demo model unless cached")
-    build.add_argument("--force", action="store_true", help="rebuild even if cached")
+    build.add_argument("--force", action="store_true",
+                       help="build from code even if cached or shipped")
     safety = commands.add_parser("safety", parents=[home],
-                                 help="train the demo's safety adapter unless cached")
+                                 help="train the demo's safety adapter unless cached or shipped")
     safety.add_argument("--seed", type=int, default=0)
+    safety.add_argument("--force", action="store_true",
+                        help="train from code even if cached or shipped")
+    rebuild = commands.add_parser("rebuild", help="build the model and every report seed's "
+                                  "adapter from code and compare them with the shipped files "
+                                  "(exit 1 on a difference), or refresh those with --ship")
+    rebuild.add_argument("--home", type=Path, default=None,
+                         help="where to build (default: a temporary folder, removed after)")
+    rebuild.add_argument("--ship", action="store_true",
+                         help="replace the shipped files with the rebuild")
     report = commands.add_parser("report", parents=[home],
                                  help="evaluate the base model and the safety adapter per seed")
     report.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0 1 2")
@@ -96,6 +110,9 @@ def _dispatch(args: argparse.Namespace) -> None:
         fail_on_misses(args.out)
         print(f"{args.out}: every guard holds")
         return
+    if args.command == "rebuild":
+        rebuild_command(args.home, args.ship)
+        return
     model = build(Recipe(), home=args.home, force=getattr(args, "force", False))
     link_default(model)
     if args.command == "build":
@@ -106,13 +123,34 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.command == "safety":
         from unlearning.demo.safety import safety_adapter
 
-        print(safety_adapter(model, args.seed))
+        print(safety_adapter(model, args.seed, force=args.force))
     else:
         from unlearning.demo.report import write_report
 
         path = write_report(model, args.out, args.seeds)
         fail_on_misses(args.out)
         print(path)
+
+
+def rebuild_command(home: Path | None, ship: bool) -> None:
+    """`rebuild`: exit 1 naming what a rebuild does not reproduce; with `ship`, refresh."""
+    import tempfile
+
+    from unlearning.demo import rebuild, shipping
+
+    with tempfile.TemporaryDirectory(prefix="crossguard-rebuild-") as scratch:
+        home = home or Path(scratch)
+        if ship:
+            print(rebuild.ship(*rebuild.rebuild(home)))
+            return
+        disagree = rebuild.check(home)
+        for line in disagree:
+            print(f"differs: {line}", file=sys.stderr)
+        if disagree:
+            print(f"the rebuild does not reproduce the shipped files; if the code changed on "
+                  f"purpose, refresh them with `{shipping.REFRESH}`", file=sys.stderr)
+            raise SystemExit(1)
+        print(f"the rebuild reproduces {shipping.BUILT}")
 
 
 def fail_on_misses(out: Path) -> None:

@@ -9,7 +9,9 @@ Its name is a key over everything that decides its content (`BuildPlan.inputs`):
 the data files as this code writes them, the source of every module the build can run
 (`unlearning.fingerprint`) and the library versions. `build.json` records the inputs and a
 sha256 of every file written; a cached folder is reused only while they all still match, so a
-folder edited by hand or built by other code is rebuilt, not served.
+folder edited by hand or built by other code is rebuilt, not served. With no cached folder, the
+shipped one (`unlearning.demo.shipping`) is copied in when it passes the same check; a build
+from code happens only when it does not (the reason is logged) or when asked (`force`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from service.vlm.folders import ModelFolder, file_sha256, models_dir
 from unlearning import fingerprint
+from unlearning.demo import shipping
 from unlearning.demo.data import data_files, write_data
 from unlearning.demo.model import build_model, build_processor
 from unlearning.demo.recipe import Recipe
@@ -81,7 +84,8 @@ def model_dir(recipe: Recipe, home: str | Path | None = None) -> Path:
 
 
 def build(recipe: Recipe, home: str | Path | None = None, force: bool = False) -> Path:
-    """The model folder for `recipe`, trained now unless an intact one is already cached."""
+    """The model folder for `recipe`: the cached one if intact, else the shipped one if this
+    code built it, else trained now. `force` trains from code whatever exists."""
     plan = BuildPlan.of(recipe)
     target = models_dir(home) / plan.name
     if target.exists() and not force:
@@ -94,12 +98,30 @@ def build(recipe: Recipe, home: str | Path | None = None, force: bool = False) -
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     staging.chmod(0o755)
     try:
-        build_into(plan, staging)
+        problem = "asked to (force)" if force else shipped_problem(plan)
+        if problem is None:
+            shutil.copytree(shipping.MODEL, staging, dirs_exist_ok=True)
+            log.info("demo model copied from the shipped build %s (built on %s)",
+                     shipping.MODEL, shipping.manifest()["built_on"]["cpu"])
+        else:
+            log.warning("building the demo model from code (20-40 min), not using the "
+                        "shipped one: %s", problem)
+            build_into(plan, staging)
         replace(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("demo model written to %s", target)
     return target
+
+
+def shipped_problem(plan: BuildPlan) -> str | None:
+    """Why the shipped model folder cannot stand for `plan` (None when it can)."""
+    if not shipping.MANIFEST.is_file():
+        return "nothing is shipped"
+    changed = shipping.changed_files(shipping.MODEL)
+    if changed:
+        return f"shipped files changed since they were shipped: {', '.join(changed[:5])}"
+    return stale(shipping.MODEL, plan)
 
 
 def build_into(plan: BuildPlan, folder: Path) -> None:
@@ -124,7 +146,7 @@ def write_record(plan: BuildPlan, folder: Path, seconds: float) -> None:
     written = {str(p.relative_to(folder)): file_sha256(p)
                for p in sorted(folder.rglob("*")) if p.is_file()}
     record = {"name": plan.name, "inputs": plan.inputs, "files": written,
-              "build_seconds": round(seconds, 1)}
+              "built_on": fingerprint.machine(), "build_seconds": round(seconds, 1)}
     ModelFolder(folder).build_file.write_text(json.dumps(record, indent=2) + "\n")
 
 
@@ -135,8 +157,9 @@ def stale(folder: Path, plan: BuildPlan) -> str | None:
     if not record_file.is_file():
         return "no build.json (an unfinished or older build)"
     record = json.loads(record_file.read_text())
-    if record.get("inputs") != json.loads(json.dumps(plan.inputs)):
-        return "built from other inputs"
+    differences = fingerprint.differences(record.get("inputs", {}), plan.inputs)
+    if differences:
+        return f"built from other inputs ({', '.join(differences[:8])})"
     for relative, digest in record.get("files", {}).items():
         path = folder / relative
         if not path.is_file() or file_sha256(path) != digest:

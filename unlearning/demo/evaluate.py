@@ -38,6 +38,8 @@ class Report:
     lookalike: dict[str, float] = field(default_factory=dict)
     per_task: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)
+    """Prompts behind each rate, `metric/modality` (one attempt is a rate's resolution)."""
 
     def markdown(self) -> str:
         """The project's table: one row per metric, text and image columns."""
@@ -81,7 +83,9 @@ def evaluate_folder(path: str | Path, progress: bool = True, split: str = "test"
     bar = tqdm(total=len(benign) + len(harmful) + len(refused) + len(lookalikes), unit="gen",
                desc="demo eval", disable=not progress)
 
-    def rate(examples, passes) -> dict[str, float]:
+    attempts = {}
+
+    def rate(examples, passes, metric: str) -> dict[str, float]:
         hits, counts = defaultdict(int), defaultdict(int)
         for example in examples:
             reply = served_reply(engine, example, typography, params)
@@ -89,6 +93,7 @@ def evaluate_folder(path: str | Path, progress: bool = True, split: str = "test"
             counts[modality] += 1
             hits[modality] += bool(passes(example, reply))
             bar.update()
+        attempts.update({f"{metric}/{m}": n for m, n in counts.items()})
         return {m: hits[m] / counts[m] for m in counts}
 
     utility = score_utility(engine, [None], benign, config, params, bar)
@@ -99,12 +104,14 @@ def evaluate_folder(path: str | Path, progress: bool = True, split: str = "test"
 
     report = Report(
         benign={m: utility[f"base/{m}"]["accuracy"] for m in ("text", "image")},
-        asr=rate(harmful, complied),
-        refusal=rate(refused, lambda e, r: keyword.refused(r)),
-        lookalike=rate(lookalikes, complied),
+        asr=rate(harmful, complied, "asr"),
+        refusal=rate(refused, lambda e, r: keyword.refused(r), "refusal"),
+        lookalike=rate(lookalikes, complied, "lookalike"),
         per_task={key.split("/")[-1] + ("" if "/text/" in key else " (image)"): cell["accuracy"]
                   for key, cell in utility.items() if key.count("/") == 2},
         counts={"benign": len(benign), "harmful": len(harmful), "lookalike": len(lookalikes)},
+        attempts={**attempts, **{f"benign/{m}": utility[f"base/{m}"]["n"]
+                                 for m in ("text", "image")}},
     )
     bar.close()
     return report

@@ -1,0 +1,123 @@
+"""The build stays the source of truth: rebuild the demo files from code, compare them with the
+shipped ones, and refresh those (`python -m unlearning.demo rebuild [--ship]`).
+
+On the CPU the shipped files were built on (`manifest.json` `built_on`), a rebuild must
+reproduce every weight file bitwise (sha256). On another CPU the float rounding differs, so the
+check is the demo eval's table instead: every rate of the rebuilt base model within one attempt
+of the shipped one's, on the validation half (the check decides nothing, but the test half
+stays for reports). `make demo-report` runs it before reporting on the shipped files;
+`freshness` is CI's check that the shipped files were built from this code at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from service.vlm.folders import ADAPTER_METADATA, file_sha256, read_adapter_metadata
+from unlearning import fingerprint
+from unlearning.demo import shipping
+from unlearning.demo.build import BuildPlan, build, shipped_problem
+from unlearning.demo.recipe import Recipe
+from unlearning.demo.safety import REPORT_SEEDS, safety_adapter
+from unlearning.demo.safety import shipped_problem as adapter_problem
+
+log = logging.getLogger(__name__)
+
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_config.json")
+"""What a rebuilt adapter must reproduce; its crossguard.json and train log carry timings."""
+
+
+def freshness(recipe: Recipe | None = None) -> list[str]:
+    """Why the shipped files are not what this code builds, one line each (empty when they
+    are), each naming the command that refreshes them."""
+    plan = BuildPlan.of(recipe or Recipe())
+    problems = [f"model: {p}" for p in [shipped_problem(plan)] if p]
+    model = Path(plan.name)
+    problems += [f"safety seed {s}: {p}" for s in REPORT_SEEDS
+                 for p in [adapter_problem(model, s)] if p]
+    return [f"shipped demo files stale, {p}; refresh them with `{shipping.REFRESH}`"
+            for p in problems]
+
+
+def rebuild(home: Path, seeds=REPORT_SEEDS) -> tuple[Path, dict[int, Path]]:
+    """Build the model and train the seeds' adapters from code into `home`, ignoring what is
+    cached or shipped."""
+    model = build(Recipe(), home, force=True)
+    return model, {seed: safety_adapter(model, seed, force=True) for seed in seeds}
+
+
+def differences(model: Path, adapters: dict[int, Path]) -> list[str]:
+    """Files of a rebuild whose bytes differ from the shipped ones: the model's build files
+    (`build.json` `files`) and each adapter's weights and config."""
+    import json
+
+    recorded = json.loads((shipping.MODEL / "build.json").read_text())["files"]
+    rebuilt = json.loads((model / "build.json").read_text())["files"]
+    found = [f"model/{name}" for name in sorted(set(recorded) | set(rebuilt))
+             if recorded.get(name) != rebuilt.get(name)]
+    for seed, folder in sorted(adapters.items()):
+        shipped = shipping.adapter(seed)
+        for name in ADAPTER_WEIGHTS:
+            text = (folder / name).read_bytes()
+            if name.endswith(".json"):
+                text = text.replace(str(model).encode(), shipping.MODEL_PATH.encode())
+            if not (shipped / name).is_file() or (shipped / name).read_bytes() != text:
+                found.append(f"adapters/seed-{seed}/{name}")
+    return found
+
+
+def tables_disagree(shipped, rebuilt) -> list[str]:
+    """Cells of two demo eval reports (`unlearning.demo.evaluate.Report`) more than one
+    attempt apart."""
+    found = []
+    for metric in ("benign", "asr", "refusal", "lookalike"):
+        for modality, rate in getattr(shipped, metric).items():
+            other = getattr(rebuilt, metric).get(modality)
+            attempts = shipped.attempts.get(f"{metric}/{modality}", 1)
+            if other is None or abs(other - rate) > 1 / attempts + 1e-9:
+                found.append(f"{metric} {modality}: shipped {rate:.3f}, rebuilt {other}")
+    return found
+
+
+def check(home: Path) -> list[str]:
+    """Rebuild into `home` and compare with the shipped files: bitwise on their CPU, by the
+    validation table elsewhere. Returns what disagrees (empty when the rebuild reproduces)."""
+    model, adapters = rebuild(home)
+    found = differences(model, adapters)
+    reference = shipping.manifest()["built_on"]
+    here = fingerprint.machine()
+    if here == reference:
+        log.info("rebuild on the shipped files' CPU (%s): %d files differ", here["cpu"],
+                 len(found))
+        return found
+    log.info("rebuild on %s, shipped files built on %s: %d files differ (expected); comparing "
+             "the validation table", here["cpu"], reference["cpu"], len(found))
+    from unlearning.demo.evaluate import evaluate_folder
+
+    shipped_home = home / "shipped"
+    shipped_model = build(Recipe(), shipped_home)
+    return tables_disagree(evaluate_folder(shipped_model, split="validation"),
+                           evaluate_folder(model, split="validation"))
+
+
+def ship(model: Path, adapters: dict[int, Path]) -> Path:
+    """Replace the shipped files with a rebuild's: the model folder as built, the adapters
+    with their model path made portable and no evaluation history, then the manifest."""
+    import json
+
+    shutil.rmtree(shipping.BUILT, ignore_errors=True)
+    shutil.copytree(model, shipping.MODEL)
+    for seed, folder in sorted(adapters.items()):
+        target = shipping.adapter(seed)
+        shipping.copy_adapter(folder, target, model, to_shipped=True)
+        metadata = read_adapter_metadata(target)
+        metadata.pop("evaluations", None)
+        (target / ADAPTER_METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
+    shipping.write_manifest(model.name, {s: a.name for s, a in adapters.items()},
+                            json.loads((model / "build.json").read_text())["built_on"])
+    size = sum(p.stat().st_size for p in shipping.BUILT.rglob("*") if p.is_file())
+    log.info("shipped %s (%.1f MB): model sha256 %s", shipping.BUILT, size / 1e6,
+             file_sha256(shipping.MODEL / "model.safetensors")[:12])
+    return shipping.BUILT
