@@ -34,8 +34,9 @@ demo-model: install  ## copy (or build, REBUILD=1) the embedded demo VLM; models
 safety-adapter: install  ## copy (or train, REBUILD=1) the demo's unlearning adapter `safety`
 	HF_HUB_OFFLINE=1 $(PY) -m unlearning.demo safety $(if $(REBUILD),--force) | tail -n 1
 
+# ADAPTERS_ONLY=1 keeps the shipped model (it must still fit the code) and retrains the adapters.
 demo-ship: install  ## rebuild the demo files from code and refresh unlearning/demo/built/ (~40 min)
-	HF_HUB_OFFLINE=1 $(PY) -m unlearning.demo rebuild --ship | tail -n 1
+	HF_HUB_OFFLINE=1 $(PY) -m unlearning.demo rebuild --ship $(if $(ADAPTERS_ONLY),--adapters-only) | tail -n 1
 
 serve: install  ## serve the demo model on 127.0.0.1:$(PORT), `safety` as default adapter
 	adapter=$$(HF_HUB_OFFLINE=1 $(PY) -m unlearning.demo safety | tail -n 1); \

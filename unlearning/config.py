@@ -140,14 +140,46 @@ class LossConfig:
 
     forget_weight: float = _f(0.5, "w_forget: weight of L_forget on harmful responses.")
     refusal_weight: float = _f(1.0, "w_refusal: weight of L_refusal on harmful prompts.")
-    retain_weight: float = _f(1.0, "w_retain: weight of the KL term on normal prompts.")
-    forget_loss: Literal["ga", "npo"] = _f(
+    retain_weight: float = _f(1.0, "w_retain: weight of L_retain on normal prompts (the KL "
+                              "term, or see --retain-loss).")
+    forget_loss: Literal["ga", "npo", "reroute", "rmu"] = _f(
         "ga", "ga: gradient ascent (negative NLL of the harmful response). npo: negative "
-        "preference optimisation (Zhang et al. 2024), bounded where ascent diverges.")
+        "preference optimisation (Zhang et al. 2024), bounded where ascent diverges. reroute: "
+        "representation rerouting, the circuit breakers of Zou et al. 2024 (arXiv 2406.04313): "
+        "mean ReLU(cos(h, h_base)) at --reroute-layers over all non-padding positions of the "
+        "harmful rows (prompt and response, as the paper), with the paper's schedule: at step t "
+        "of T the forget weight is multiplied by 1 - t/(2T) and the retain weight by t/(2T) "
+        "(reroute only). rmu: representation misdirection (Li et al. 2024, arXiv 2403.03218): "
+        "mean squared distance of the harmful rows' states at --rmu-layer to c*u, u a fixed "
+        "random unit vector (pair it with --retain-loss hidden --hidden-distance mse "
+        "--retain-layers at the same layer for the paper's recipe).")
     npo_beta: float = _f(0.1, "beta of NPO (inverse temperature of the log-ratio).")
     forget_nll_cap: float | None = _f(
         None, "Clamp each harmful response's NLL at this value inside gradient ascent, so "
         "examples already forgotten stop pushing (ga only).")
+    reroute_layers: list[int] | None = _f(
+        None, "Indices into the model's hidden_states (0: embeddings, i: output of decoder "
+        "layer i) where reroute compares the adapted and original states (default: the "
+        "layers at 10/32 and 20/32 of the depth, the paper's 10 and 20 of 32).", many=True)
+    rmu_layer: int | None = _f(
+        None, "Index into hidden_states (see --reroute-layers) that rmu steers (default: the "
+        "one at a quarter of the depth, the paper's output of layer 7 of 32).")
+    rmu_coefficient: float = _f(
+        6.5, "c of rmu: the norm of the target c*u (the paper's 6.5 for Zephyr-7B; it should "
+        "exceed the typical state norm at --rmu-layer).")
+    retain_loss: Literal["kl", "hidden"] = _f(
+        "kl", "kl: KL from the original model's next-token distribution on the normal "
+        "responses (Yao et al. 2023). hidden: distance of the adapted model's hidden states to "
+        "the original's at --retain-layers over all non-padding positions of the normal rows "
+        "(prompt, image tokens and response), as circuit breakers' (Zou et al. 2024) and RMU's "
+        "(Li et al. 2024) retain terms.")
+    retain_layers: list[int] | None = _f(
+        None, "Indices into hidden_states (see --reroute-layers) that --retain-loss hidden "
+        "compares (default: every decoder layer, 1 to the depth).", many=True)
+    hidden_distance: Literal["l2", "cosine", "mse"] = _f(
+        "l2", "Distance of --retain-loss hidden, averaged over layers and positions. l2: "
+        "||h - h_base||_2 (circuit breakers). cosine: 1 - cos(h, h_base). mse: "
+        "||h - h_base||^2 / dim (RMU).")
     refusal_target: Literal["refusal", "random"] = _f(
         "refusal", "refusal: NLL towards a refusal from --refusals. random: towards a random "
         "normal answer (Yao's 'random' variant).")
@@ -171,8 +203,27 @@ class LossConfig:
             raise ValueError("npo_beta: must be positive")
         if self.forget_nll_cap is not None and self.forget_nll_cap <= 0:
             raise ValueError("forget_nll_cap: must be positive")
-        if self.forget_nll_cap is not None and self.forget_loss == "npo":
-            raise ValueError("forget_nll_cap: applies to forget_loss 'ga' only (npo is bounded)")
+        if self.forget_nll_cap is not None and self.forget_loss != "ga":
+            raise ValueError(f"forget_nll_cap: applies to forget_loss 'ga' only "
+                             f"({self.forget_loss} is bounded)")
+        for name, loss_field, needs in (("reroute_layers", "forget_loss", "reroute"),
+                                        ("rmu_layer", "forget_loss", "rmu"),
+                                        ("retain_layers", "retain_loss", "hidden")):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if getattr(self, loss_field) != needs:
+                raise ValueError(f"{name}: applies to {loss_field} {needs!r} only")
+            layers = value if isinstance(value, list) else [value]
+            if not layers:
+                raise ValueError(f"{name}: give at least one layer (or leave it unset)")
+            if any(isinstance(i, bool) or not isinstance(i, int) or i < 1 for i in layers):
+                raise ValueError(f"{name}: layers are hidden_states indices of at least 1 (0 "
+                                 f"is the embeddings, which the adapter cannot move)")
+            if len(set(layers)) != len(layers):
+                raise ValueError(f"{name}: a layer is given twice")
+        if self.rmu_coefficient <= 0:
+            raise ValueError("rmu_coefficient: must be positive")
         for name in ("recovery_share", "recovery_from"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name}: must lie in [0, 1]")

@@ -218,7 +218,8 @@ class Loop:
             batches = {k: self.to_device(b) for k, b in batches.items()}
             with objective.no_sync(acc, self.model, micro == optim.grad_accum - 1):
                 terms, metrics = objective.compute_terms(
-                    self.model, self.peft_model, batches, self.config.loss)
+                    self.model, self.peft_model, batches, self.config.loss,
+                    progress=(step, optim.max_steps))
                 acc.backward(combine(terms, self.weights) / optim.grad_accum)
             for name, value in metrics.items():
                 totals[name] += value / optim.grad_accum

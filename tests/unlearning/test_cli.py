@@ -91,7 +91,7 @@ def test_a_literal_flag_outside_its_choices_is_an_argparse_error(capsys):
               "--forget-loss", "sgd"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "--forget-loss: invalid choice: 'sgd' (choose from 'ga', 'npo')" in err
+    assert "--forget-loss: invalid choice: 'sgd' (choose from 'ga', 'npo', 'reroute', 'rmu')" in err
 
 
 @pytest.mark.parametrize(("cls", "values", "message"), [

@@ -119,3 +119,110 @@ def test_combine_weights_the_terms_that_were_computed():
     terms = {"forget": torch.tensor(-2.0), "retain": torch.tensor(0.5)}
     total = losses.combine(terms, {"forget": 0.5, "refusal": 1.0, "retain": 1.0})
     assert total.item() == pytest.approx(-0.5)
+
+
+def states(seed: int = 0, layers: int = 2, batch_size: int = 2, length: int = 5, size: int = 8):
+    """Random hidden states, one `(batch, length, hidden)` tensor per layer."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch_size, length, size, generator=g) for _ in range(layers)]
+
+
+def padded(batch_size: int = 2, length: int = 5) -> torch.Tensor:
+    """An attention mask whose row 1 ends in two padding positions."""
+    mask = torch.ones(batch_size, length, dtype=torch.long)
+    mask[1, -2:] = 0
+    return mask
+
+
+@pytest.mark.parametrize("distance", ["l2", "cosine", "mse"])
+def test_hidden_distance_is_zero_for_identical_states_and_grows_with_the_distance(distance):
+    base, mask = states(), padded()
+    assert losses.hidden_distance(base, [h.clone() for h in base], mask, distance).item() \
+        == pytest.approx(0, abs=1e-6)
+    noise = states(seed=1)
+    near = losses.hidden_distance([h + 0.1 * n for h, n in zip(base, noise, strict=True)], base,
+                                  mask, distance)
+    far = losses.hidden_distance([h + 1.0 * n for h, n in zip(base, noise, strict=True)], base,
+                                 mask, distance)
+    assert 0 < near.item() < far.item()
+
+
+def test_hidden_distance_l2_and_mse_are_the_masked_means_of_their_definitions():
+    current, base, mask = states(seed=1), states(seed=2), padded()
+    difference = torch.stack(current) - torch.stack(base)  # (layers, batch, length, hidden)
+    keep = mask.bool()
+    l2 = difference.norm(dim=-1)[:, keep].mean()
+    mse = difference.pow(2).mean(dim=-1)[:, keep].mean()
+    assert losses.hidden_distance(current, base, mask, "l2").item() == pytest.approx(l2.item())
+    assert losses.hidden_distance(current, base, mask, "mse").item() == pytest.approx(mse.item())
+
+
+def test_hidden_distance_cosine_ignores_the_norm_and_sees_the_direction():
+    base, mask = states(), padded()
+    scaled = [3.0 * h for h in base]
+    assert losses.hidden_distance(scaled, base, mask, "cosine").item() == pytest.approx(0, abs=1e-6)
+    assert losses.hidden_distance(scaled, base, mask, "l2").item() > 1.0
+    flipped = [-h for h in base]
+    assert losses.hidden_distance(flipped, base, mask, "cosine").item() == pytest.approx(2.0)
+
+
+def test_padding_positions_do_not_influence_the_representation_terms():
+    current, base, mask = states(seed=1), states(seed=2), padded()
+    changed = [h.clone() for h in current]
+    for h in changed:
+        h[1, -2:] += 100.0  # row 1's padding
+    for distance in ("l2", "cosine", "mse"):
+        assert losses.hidden_distance(changed, base, mask, distance).item() == pytest.approx(
+            losses.hidden_distance(current, base, mask, distance).item())
+    assert losses.reroute(changed, base, mask).item() == pytest.approx(
+        losses.reroute(current, base, mask).item())
+    target = torch.full((8,), 2.0)
+    assert losses.rmu_forget(changed[0], target, mask).item() == pytest.approx(
+        losses.rmu_forget(current[0], target, mask).item())
+
+
+def test_reroute_is_one_for_the_original_states_and_zero_once_orthogonal_or_opposite():
+    base, mask = states(), padded()
+    assert losses.reroute([h.clone() for h in base], base, mask).item() == pytest.approx(1.0)
+    assert losses.reroute([-h for h in base], base, mask).item() == pytest.approx(0, abs=1e-6)
+    x = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])  # one row, two positions, hidden size 2
+    orthogonal = torch.tensor([[[0.0, 5.0], [-3.0, 0.0]]])
+    assert losses.reroute([orthogonal], [x], torch.ones(1, 2)).item() == pytest.approx(0, abs=1e-7)
+    half = torch.tensor([[[1.0, 3.0 ** 0.5], [0.0, -1.0]]])  # cos 1/2 and -1 (clipped to 0)
+    assert losses.reroute([half], [x], torch.ones(1, 2)).item() == pytest.approx(0.25)
+
+
+def test_reroute_gradient_turns_the_states_away_from_the_original():
+    base, mask = states(), padded()
+    current = [(h + 0.5 * n).requires_grad_(True) for h, n in zip(base, states(1), strict=True)]
+    before = losses.reroute(current, base, mask)
+    before.backward()
+    stepped = [h.detach() - 1.0 * h.grad for h in current]
+    assert losses.reroute(stepped, base, mask).item() < before.item()
+
+
+def test_reroute_schedule_moves_from_rerouting_to_retention():
+    assert losses.reroute_schedule(0, 100) == (1.0, 0.0)
+    assert losses.reroute_schedule(50, 100) == (0.75, 0.25)
+    assert losses.reroute_schedule(100, 100) == (0.5, 0.5)
+
+
+def test_rmu_pulls_the_states_to_a_fixed_scaled_random_direction():
+    u = losses.rmu_direction(16)
+    assert u.norm().item() == pytest.approx(1.0)
+    assert (u >= 0).all() and torch.equal(u, losses.rmu_direction(16))
+    mask = padded()
+    target = 6.5 * u
+    at_target = target.expand(2, 5, 16).clone()
+    assert losses.rmu_forget(at_target, target, mask).item() == pytest.approx(0, abs=1e-10)
+    hidden = torch.zeros(2, 5, 16)
+    assert losses.rmu_forget(hidden, target, mask).item() == pytest.approx(6.5 ** 2 / 16)
+
+
+def test_representation_terms_without_unmasked_positions_are_zero_with_a_graph():
+    current = [h.requires_grad_(True) for h in states()]
+    mask = torch.zeros(2, 5)
+    for value in (losses.hidden_distance(current, states(1), mask),
+                  losses.reroute(current, states(1), mask)):
+        value.backward()
+        assert value.item() == 0

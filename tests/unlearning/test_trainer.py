@@ -3,8 +3,10 @@ loads in the service and changes its answers, checkpoints resume exactly."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -180,3 +182,146 @@ def test_the_base_model_loads_on_the_cpu_in_the_dtype_of_the_training_device(
                           torch.device(device))
     assert model.dtype == expected
     assert model.device.type == "cpu"
+
+
+def log_rows(adapter: Path) -> list[dict]:
+    return [json.loads(line) for line in (adapter / "train_log.jsonl").read_text().splitlines()]
+
+
+def tiny_batches(model_path, cfg: TrainConfig):
+    """A LoRA-wrapped tiny model and one batch of every term, as the trainer builds them."""
+    from service.vlm.loading import load_vlm
+    from unlearning.trainer import add_lora, build_source
+
+    model, processor, _ = load_vlm(str(model_path), device="cpu", dtype="float32")
+    source, _ = build_source(cfg, processor, model.config)
+    peft_model = add_lora(model, cfg.lora, seed=0)
+    return peft_model, source.batches(0, 3, {"forget", "refusal", "retain"})
+
+
+def forward_calls(peft_model, batches, loss) -> list[set[str]]:
+    """compute_terms on the batches; the keyword names of each forward call it made."""
+    from unlearning.objective import compute_terms
+
+    calls = []
+
+    def model(**kwargs):
+        calls.append(set(kwargs))
+        return peft_model(**kwargs)
+
+    compute_terms(model, peft_model, batches, loss, progress=(0, 10))
+    return calls
+
+
+def test_hidden_states_are_asked_for_only_by_the_terms_that_use_them(tiny_model, data, tmp_path):
+    """The default ga + kl objective runs the four forward passes it always ran, without hidden
+    states; --retain-loss hidden asks for them on the retain rows only (base and adapted)."""
+    cfg = config(tiny_model, data, tmp_path)
+    peft_model, batches = tiny_batches(tiny_model, cfg)
+    plain = forward_calls(peft_model, batches, cfg.loss)
+    assert len(plain) == 4 and not any("output_hidden_states" in c for c in plain)
+    hidden = forward_calls(peft_model, batches, dataclasses.replace(cfg.loss,
+                                                                    retain_loss="hidden"))
+    assert ["output_hidden_states" in c for c in hidden] == [False, False, True, True]
+    assert all("logits_to_keep" in c for c in hidden[2:])
+    reroute = forward_calls(peft_model, batches, dataclasses.replace(
+        cfg.loss, forget_loss="reroute", forget_nll_cap=None))
+    assert ["output_hidden_states" in c for c in reroute] == [True, True, False, False, False]
+
+
+def test_hidden_retain_keeps_the_normal_rows_states_closer_than_no_retain(
+        tiny_model, data, tmp_path):
+    from peft import PeftModel
+
+    from service.vlm.loading import load_vlm
+    from unlearning import losses
+    from unlearning.objective import hidden_states_of
+    from unlearning.trainer import build_source
+
+    def distance_to_base(adapter, cfg) -> float:
+        """Mean l2 distance of the adapted states to the base's on all retain rows."""
+        model, processor, _ = load_vlm(str(tiny_model), device="cpu", dtype="float32")
+        source, _ = build_source(cfg, processor, model.config)
+        peft_model = PeftModel.from_pretrained(model, str(adapter))
+        batch = source.batches(0, 6, {"retain"})["retain"]
+        with torch.no_grad():
+            after = hidden_states_of(peft_model, peft_model, batch)[0]
+            with peft_model.disable_adapter():
+                before = hidden_states_of(peft_model, peft_model, batch)[0]
+        return losses.hidden_distance(after[1:], before[1:], batch["attention_mask"]).item()
+
+    common = {"optim__max_steps": 10, "loss__retain_loss": "hidden"}
+    kept = config(tiny_model, data, tmp_path / "hidden", loss__retain_weight=5.0, **common)
+    adapter = train(kept, progress=False)
+    meta = json.loads((adapter / "crossguard.json").read_text())
+    assert set(meta["final_losses"]) == {"loss", "forget", "forget_nll", "refusal", "retain"}
+    assert meta["config"]["loss"]["retain_loss"] == "hidden"
+    assert all(row["retain"] >= 0 for row in log_rows(adapter))
+    loose = config(tiny_model, data, tmp_path / "loose", loss__retain_weight=0.0, **common)
+    unkept = train(loose, progress=False)
+    assert distance_to_base(adapter, kept) < 0.5 * distance_to_base(unkept, loose)
+
+
+def test_reroute_turns_the_harmful_rows_states_away_on_the_papers_schedule(
+        tiny_model, data, tmp_path):
+    cfg = config(tiny_model, data, tmp_path / "reroute", loss__forget_loss="reroute",
+                 loss__forget_nll_cap=None, loss__forget_weight=4.0,
+                 loss__retain_loss="hidden")
+    adapter = train(cfg, progress=False)
+    rows = log_rows(adapter)
+    assert [row["step"] for row in rows] == [5, 10, 15, 20]
+    for row in rows:
+        t = row["step"] - 1  # the logged step's metrics were computed after t steps
+        assert row["forget_scale"] == pytest.approx(1 - t / 40)
+        assert row["retain_scale"] == pytest.approx(t / 40)
+        assert row["forget"] == pytest.approx(row["forget_scale"] * row["forget_unscaled"])
+        assert row["retain"] == pytest.approx(row["retain_scale"] * row["retain_unscaled"])
+        assert row["loss"] == pytest.approx(4.0 * row["forget"] + row["refusal"]
+                                            + row["retain"])
+    assert {"forget_nll", "refusal"} <= set(rows[-1])
+    after = measure(tiny_model, adapter, cfg)["adapter"]
+    assert after["forget"] < 0.5, after  # mean ReLU(cos) to the base: 1 before training
+    assert rows[-1]["forget_unscaled"] < rows[0]["forget_unscaled"]
+
+
+def test_rmu_steers_the_harmful_rows_states_to_the_random_target(tiny_model, data, tmp_path):
+    cfg = config(tiny_model, data, tmp_path / "rmu", loss__forget_loss="rmu",
+                 loss__forget_nll_cap=None, loss__retain_loss="hidden",
+                 loss__hidden_distance="mse", loss__retain_layers=[1], loss__rmu_layer=1,
+                 loss__rmu_coefficient=5.0, loss__refusal_weight=0.0, loss__forget_weight=1.0,
+                 run__log_every=1, optim__max_steps=8)
+    rows = log_rows(train(cfg, progress=False))
+    assert len(rows) == 8 and {"forget", "forget_nll", "retain"} <= set(rows[-1])
+    assert "forget_scale" not in rows[-1]  # the schedule is reroute's only
+    assert rows[-1]["forget"] < 0.7 * rows[0]["forget"]
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"forget_loss": "reroute"}, "forget_nll_cap: applies to forget_loss 'ga' only"),
+    ({"forget_loss": "rmu"}, "forget_nll_cap: applies to forget_loss 'ga' only"),
+    ({"forget_nll_cap": None, "reroute_layers": [1]},
+     "reroute_layers: applies to forget_loss 'reroute' only"),
+    ({"retain_layers": [1]}, "retain_layers: applies to retain_loss 'hidden' only"),
+    ({"retain_loss": "hidden", "retain_layers": [0]}, "retain_layers: layers are hidden_states"),
+    ({"retain_loss": "hidden", "retain_layers": [1, 1]}, "retain_layers: a layer is given twice"),
+    ({"forget_loss": "rmu", "forget_nll_cap": None, "rmu_coefficient": 0},
+     "rmu_coefficient: must be positive"),
+    ({"retain_loss": "mse"}, "retain_loss: 'mse' is not one of kl, hidden"),
+])
+def test_invalid_representation_settings_name_the_field(changes, message):
+    from unlearning.config import LossConfig
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        LossConfig(**{"refusals": [REFUSAL], "forget_nll_cap": 8.0, **changes})
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"loss__retain_loss": "hidden", "loss__retain_layers": [3]},
+     "retain_layers: layer 3 is out of range; the model has 2 decoder layers"),
+    ({"loss__forget_loss": "reroute", "loss__forget_nll_cap": None,
+      "loss__reroute_layers": [1, 7]}, "reroute_layers: layer 7 is out of range"),
+])
+def test_a_layer_beyond_the_models_depth_fails_naming_the_field(
+        tiny_model, data, tmp_path, changes, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        train(config(tiny_model, data, tmp_path, optim__max_steps=2, **changes), progress=False)

@@ -7,7 +7,8 @@ is left unfinished or removed, never looking complete.
 python -m unlearning.demo build [--home DIR] [--force]   # model folder; links models/default
 python -m unlearning.demo safety [--home DIR] [--seed N] [--force]
                                                          # the `safety` adapter folder
-python -m unlearning.demo rebuild [--home DIR] [--ship]  # build from code, compare with (or
+python -m unlearning.demo rebuild [--home DIR] [--ship] [--adapters-only]
+                                                         # build from code, compare with (or
                                                          # refresh) the shipped files
 python -m unlearning.demo report [--home DIR] [--out DIR] [--seeds 0 1 2]
                                                          # README's demo and unlearning tables
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> None:
                          help="where to build (default: a temporary folder, removed after)")
     rebuild.add_argument("--ship", action="store_true",
                          help="replace the shipped files with the rebuild")
+    rebuild.add_argument("--adapters-only", action="store_true",
+                         help="keep the model (cached or shipped, if it fits this code) and "
+                         "retrain the adapters only: a change of the trainer's inputs alone")
     report = commands.add_parser("report", parents=[home],
                                  help="evaluate the base model and the safety adapter per seed")
     report.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0 1 2")
@@ -111,7 +115,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         print(f"{args.out}: every guard holds")
         return
     if args.command == "rebuild":
-        rebuild_command(args.home, args.ship)
+        rebuild_command(args.home, args.ship, args.adapters_only)
         return
     model = build(Recipe(), home=args.home, force=getattr(args, "force", False))
     link_default(model)
@@ -132,7 +136,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         print(path)
 
 
-def rebuild_command(home: Path | None, ship: bool) -> None:
+def rebuild_command(home: Path | None, ship: bool, adapters_only: bool) -> None:
     """`rebuild`: exit 1 naming what a rebuild does not reproduce; with `ship`, refresh."""
     import tempfile
 
@@ -141,9 +145,9 @@ def rebuild_command(home: Path | None, ship: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="crossguard-rebuild-") as scratch:
         home = home or Path(scratch)
         if ship:
-            print(rebuild.ship(*rebuild.rebuild(home)))
+            print(rebuild.ship(*rebuild.rebuild(home, adapters_only=adapters_only)))
             return
-        disagree = rebuild.check(home)
+        disagree = rebuild.check(home, adapters_only)
         for line in disagree:
             print(f"differs: {line}", file=sys.stderr)
         if disagree:

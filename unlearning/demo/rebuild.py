@@ -41,10 +41,12 @@ def freshness(recipe: Recipe | None = None) -> list[str]:
             for p in problems]
 
 
-def rebuild(home: Path, seeds=REPORT_SEEDS) -> tuple[Path, dict[int, Path]]:
+def rebuild(home: Path, seeds=REPORT_SEEDS, adapters_only: bool = False,
+            ) -> tuple[Path, dict[int, Path]]:
     """Build the model and train the seeds' adapters from code into `home`, ignoring what is
-    cached or shipped."""
-    model = build(Recipe(), home, force=True)
+    cached or shipped; `adapters_only` takes the model as cached or shipped (it must still fit
+    this code) and retrains the adapters only, for a change of the trainer's inputs alone."""
+    model = build(Recipe(), home, force=not adapters_only)
     return model, {seed: safety_adapter(model, seed, force=True) for seed in seeds}
 
 
@@ -81,10 +83,10 @@ def tables_disagree(shipped, rebuilt) -> list[str]:
     return found
 
 
-def check(home: Path) -> list[str]:
+def check(home: Path, adapters_only: bool = False) -> list[str]:
     """Rebuild into `home` and compare with the shipped files: bitwise on their CPU, by the
     validation table elsewhere. Returns what disagrees (empty when the rebuild reproduces)."""
-    model, adapters = rebuild(home)
+    model, adapters = rebuild(home, adapters_only=adapters_only)
     found = differences(model, adapters)
     reference = shipping.manifest()["built_on"]
     here = fingerprint.machine()
