@@ -8,7 +8,7 @@ import pytest
 from service.vlm.folders import ModelFolder
 from unlearning import fingerprint
 from unlearning.demo import build as demo_build
-from unlearning.demo import content
+from unlearning.demo import content, shipping
 from unlearning.demo.build import BuildPlan, build, model_dir, stale, write_record
 from unlearning.demo.data import write_data
 from unlearning.demo.recipe import Recipe
@@ -77,6 +77,7 @@ def _fake_build_into(calls):
 def test_build_reuses_an_intact_folder_and_rebuilds_an_edited_one(tmp_path, monkeypatch, plan):
     calls = []
     monkeypatch.setattr(demo_build, "build_into", _fake_build_into(calls))
+    monkeypatch.setattr(shipping, "MANIFEST", tmp_path / "nothing-shipped.json")
     folder = build(Recipe(), tmp_path)
     assert folder.name == plan.name and stale(folder, plan) is None
     assert build(Recipe(), tmp_path) == folder and len(calls) == 1

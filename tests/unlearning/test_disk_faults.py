@@ -184,7 +184,8 @@ def test_train_on_a_real_full_disk(tiny_model, data, mount_tmpfs, size, save_eve
 
 @pytest.mark.parametrize("error", ["oserror", "safetensors"])
 def test_demo_build_on_a_full_disk(tmp_path, monkeypatch, capsys, error):
-    """The build fails where it saves the trained model (training itself mocked away)."""
+    """A build from code (`--force`: not the shipped folder's copy) fails where it saves the
+    trained model (training itself mocked away)."""
     from unlearning.demo import build
 
     def save_half(plan, folder: Path) -> None:
@@ -196,7 +197,7 @@ def test_demo_build_on_a_full_disk(tmp_path, monkeypatch, capsys, error):
         raise SafetensorError(SAFETENSORS_FULL)
 
     monkeypatch.setattr(build, "build_into", save_half)
-    line = fail(demo_main, ["build", "--home", str(tmp_path)], capsys)
+    line = fail(demo_main, ["build", "--force", "--home", str(tmp_path)], capsys)
     models = tmp_path / "models"
     named = rf"{re.escape(str(models))}/\.demo-\w+\.\w+/model\.safetensors" \
         if error == "oserror" else re.escape(str(models))
