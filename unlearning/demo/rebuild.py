@@ -11,11 +11,17 @@ stays for reports). `make demo-report` runs it before reporting on the shipped f
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
 
-from service.vlm.folders import ADAPTER_METADATA, file_sha256, read_adapter_metadata
+from service.vlm.folders import (
+    ModelFolder,
+    file_sha256,
+    read_adapter_metadata,
+    write_adapter_metadata,
+)
 from unlearning import fingerprint
 from unlearning.demo import shipping
 from unlearning.demo.build import BuildPlan, build, shipped_problem
@@ -53,10 +59,7 @@ def rebuild(home: Path, seeds=REPORT_SEEDS, adapters_only: bool = False,
 def differences(model: Path, adapters: dict[int, Path]) -> list[str]:
     """Files of a rebuild whose bytes differ from the shipped ones: the model's build files
     (`build.json` `files`) and each adapter's weights and config."""
-    import json
-
-    recorded = json.loads((shipping.MODEL / "build.json").read_text())["files"]
-    rebuilt = json.loads((model / "build.json").read_text())["files"]
+    recorded, rebuilt = (_record(folder)["files"] for folder in (shipping.MODEL, model))
     found = [f"model/{name}" for name in sorted(set(recorded) | set(rebuilt))
              if recorded.get(name) != rebuilt.get(name)]
     for seed, folder in sorted(adapters.items()):
@@ -107,8 +110,6 @@ def check(home: Path, adapters_only: bool = False) -> list[str]:
 def ship(model: Path, adapters: dict[int, Path]) -> Path:
     """Replace the shipped files with a rebuild's: the model folder as built, the adapters
     with their model path made portable and no evaluation history, then the manifest."""
-    import json
-
     shutil.rmtree(shipping.BUILT, ignore_errors=True)
     shutil.copytree(model, shipping.MODEL)
     for seed, folder in sorted(adapters.items()):
@@ -116,10 +117,15 @@ def ship(model: Path, adapters: dict[int, Path]) -> Path:
         shipping.copy_adapter(folder, target, model, to_shipped=True)
         metadata = read_adapter_metadata(target)
         metadata.pop("evaluations", None)
-        (target / ADAPTER_METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
+        write_adapter_metadata(target, metadata)
     shipping.write_manifest(model.name, {s: a.name for s, a in adapters.items()},
-                            json.loads((model / "build.json").read_text())["built_on"])
+                            _record(model)["built_on"])
     size = sum(p.stat().st_size for p in shipping.BUILT.rglob("*") if p.is_file())
     log.info("shipped %s (%.1f MB): model sha256 %s", shipping.BUILT, size / 1e6,
              file_sha256(shipping.MODEL / "model.safetensors")[:12])
     return shipping.BUILT
+
+
+def _record(model: Path) -> dict:
+    """A model folder's `build.json`."""
+    return json.loads(ModelFolder(model).build_file.read_text())
