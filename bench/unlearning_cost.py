@@ -1,17 +1,20 @@
-"""What multimodal unlearning costs over textual unlearning, measured side by side.
+"""What an unlearning mechanism costs over another, measured side by side.
 
-The same harmful data, model, seed and settings are trained twice with `python -m unlearning
-train`, once with `--modality text` (harmful prompts as text) and once with `--modality
-multimodal` (the same prompts drawn as typography under a benign text prompt); both runs draw
-the same examples at every step. Each run is its own process, so peak memory is its own.
-Printed: seconds per step, peak memory and their multimodal/text ratios (Chakraborty et al.
-report multimodal unlearning costing up to 6x), then what each adapter reaches on the test half
-(README "Evaluation protocol"): ASR on text and image probes by both judges, false refusals and
-benign accuracy.
+The same harmful data, model, seed and settings are trained once per *arm* with `python -m
+unlearning train`, each arm adding its own flags; all arms draw the same examples at every step.
+By default the arms are `--modality text` (harmful prompts as text) and `--modality multimodal`
+(the same prompts drawn as typography under a benign text prompt): what multimodal unlearning
+costs over textual unlearning (Chakraborty et al. report up to 6x). `--arm NAME=FLAGS` replaces
+them (repeatable), e.g. `--arm kl= --arm scoped='--scope assistant'` for the mechanisms of README
+"Image over-refusal". Each run is its own process, so peak memory is its own. Printed: seconds
+per step, peak memory and their ratios to the first arm, then what each adapter reaches on one
+evaluation half (`--split`, default test; README "Evaluation protocol"): ASR on text and image
+probes by both judges, false refusals and benign accuracy.
 
-    python -m bench.unlearning_cost [--model PATH] [--steps N] [--no-eval] [-- TRAIN FLAGS]
+    python -m bench.unlearning_cost [--model PATH] [--steps N] [--arm NAME=FLAGS ...]
+                                    [--split HALF] [--no-eval] [-- TRAIN FLAGS]
 
-Flags after `--` go to both `unlearning train` runs unchanged (e.g. `-- --retain more.jsonl
+Flags after `--` go to every `unlearning train` run unchanged (e.g. `-- --retain more.jsonl
 --forget-loss npo`); without them the runs use the demo's documented settings
 (`unlearning.demo.safety.SAFETY_ARGS` without the step count, which `--steps` sets).
 """
@@ -19,6 +22,7 @@ Flags after `--` go to both `unlearning train` runs unchanged (e.g. `-- --retain
 from __future__ import annotations
 
 import argparse
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -28,7 +32,7 @@ from service.probes.report import pct
 from service.vlm.folders import ModelFolder, read_adapter_metadata
 from unlearning.demo.safety import SAFETY_ARGS
 
-MODALITIES = ("text", "multimodal")
+DEFAULT_ARMS = {"text": ["--modality", "text"], "multimodal": ["--modality", "multimodal"]}
 
 
 def safety_steps() -> int:
@@ -48,32 +52,40 @@ def demo_model() -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def train_command(model: str, out: Path, modality: str, args: argparse.Namespace) -> list[str]:
+def parse_arm(text: str) -> tuple[str, list[str]]:
+    """`NAME=FLAGS` (shell words) as (name, flags)."""
+    name, _, flags = text.partition("=")
+    if not name.strip() or "/" in name:
+        raise argparse.ArgumentTypeError(f"--arm {text!r}: give NAME=FLAGS (a plain name)")
+    return name.strip(), shlex.split(flags)
+
+
+def train_command(model: str, out: Path, flags: list[str], args: argparse.Namespace) -> list[str]:
     folder = ModelFolder(model)
     world = folder.world()
     command = [
         sys.executable, "-m", "unlearning", "train", "--model", model, "--out", str(out),
         "--forget", args.forget or str(folder.forget),
-        "--modality", modality, "--max-steps", str(args.steps), "--seed", str(args.seed),
+        "--max-steps", str(args.steps), "--seed", str(args.seed),
         "--log-every", str(max(1, args.steps // 5)),
     ]
     if "--retain" not in args.train_flags:
         command += ["--retain", str(folder.retain)]
     if world and "--refusals" not in args.train_flags:
         command += ["--refusals", world.refusal]
-    return command + args.train_flags
+    return command + args.train_flags + flags
 
 
 def run(model: str, folder: Path, args: argparse.Namespace) -> dict[str, dict]:
-    """Train both modalities in fresh processes; returns each adapter's crossguard.json."""
+    """Train every arm in a fresh process; returns each adapter's crossguard.json."""
     results = {}
-    for modality in MODALITIES:
-        out = folder / modality
-        print(f"training --modality {modality} ...", file=sys.stderr, flush=True)
-        subprocess.run(train_command(model, out, modality, args), check=True,
+    for name, flags in args.arms.items():
+        out = folder / name
+        print(f"training {name} ({shlex.join(flags)}) ...", file=sys.stderr, flush=True)
+        subprocess.run(train_command(model, out, flags, args), check=True,
                        stdout=subprocess.DEVNULL)
-        results[modality] = read_adapter_metadata(out)
-        results[modality]["path"] = str(out)
+        results[name] = read_adapter_metadata(out)
+        results[name]["path"] = str(out)
     return results
 
 
@@ -83,42 +95,48 @@ def evaluate_all(model: str, results: dict[str, dict], args: argparse.Namespace)
 
     for result in results.values():
         result["eval"] = evaluate(EvalConfig(model=model, adapter=result["path"],
-                                             per_probe=args.per_probe, split="test"),
+                                             per_probe=args.per_probe, split=args.split),
                                   progress=False)
 
 
 def cost_table(results: dict[str, dict]) -> list[str]:
-    text, multi = results["text"], results["multimodal"]
+    """One column per arm, each value with its ratio to the first arm's."""
+    first, *others = results
+    for r in results.values():
+        r["training_memory_mb"] = r["peak_memory_mb"] - r["start_memory_mb"]
 
     def row(label: str, key: str, unit: str, digits: int) -> str:
-        a, b = text[key], multi[key]
-        ratio = f"{b / a:.2f}x" if a else "n/a"
-        return f"| {label} | {a:.{digits}f} {unit} | {b:.{digits}f} {unit} | {ratio} |"
+        base = results[first][key]
+        cells = [f"{results[first][key]:.{digits}f} {unit}"]
+        cells += [f"{results[n][key]:.{digits}f} {unit} ({results[n][key] / base:.2f}x)"
+                  if base else f"{results[n][key]:.{digits}f} {unit}" for n in others]
+        return f"| {label} | " + " | ".join(cells) + " |"
 
-    for r in (text, multi):
-        r["training_memory_mb"] = r["peak_memory_mb"] - r["start_memory_mb"]
     return [
-        "| per run | text | multimodal | multimodal / text |", "|---|---|---|---|",
+        "| per run | " + " | ".join([first, *(f"{n} (/ {first})" for n in others)]) + " |",
+        "|---|" + "---|" * len(results),
         row("seconds per step", "seconds_per_step", "s", 3),
         row("peak memory (process or GPU)", "peak_memory_mb", "MB", 0),
         row("memory added by training", "training_memory_mb", "MB", 0),
-        f"| steps | {text['steps']} | {multi['steps']} | |",
+        "| steps | " + " | ".join(str(r["steps"]) for r in results.values()) + " |",
     ]
 
 
 def asr_table(results: dict[str, dict]) -> list[str]:
-    """Test-half ASR by judge, false refusals and benign accuracy of base and both adapters."""
+    """ASR by judge, false refusals and benign accuracy of base and every arm's adapter, on the
+    evaluated half."""
+    first = next(iter(results.values()))["eval"]
     lines = ["| adapter | probe modality | " + " | ".join(
-        f"{j} ASR (test)" for j in results["text"]["eval"]["judges"]) +
+        f"{j} ASR ({first['split']})" for j in first["judges"]) +
         " | false refusals | benign accuracy |",
-        "|---|---|" + "---|" * (len(results["text"]["eval"]["judges"]) + 2)]
-    for modality, result in results.items():
+        "|---|---|" + "---|" * (len(first["judges"]) + 2)]
+    for index, (arm, result) in enumerate(results.items()):
         summary = result["eval"]
-        for labels in (("base", "base"), (summary["adapter_name"], f"{modality} unlearning")):
+        for labels in (("base", "base"), (summary["adapter_name"], arm)):
             for probe_modality in ("text", "image"):
                 row = next((r for r in summary["asr_by_modality"] if r["adapter"] == labels[0]
                             and r["modality"] == probe_modality), None)
-                if row is None or (labels[0] == "base" and modality != "text"):
+                if row is None or (labels[0] == "base" and index):
                     continue
                 utility = summary["utility"].get(f"{labels[0]}/{probe_modality}", {})
                 refused = next((r["asr"]["keyword"] for r in summary["false_refusal"]
@@ -138,6 +156,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=safety_steps(),
                         help="default: the demo adapter's (SAFETY_ARGS)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--arm", type=parse_arm, action="append", default=None,
+                        metavar="NAME=FLAGS", help="an arm and its own train flags (repeatable; "
+                        "default: text=--modality text, multimodal=--modality multimodal)")
+    parser.add_argument("--split", choices=("validation", "test"), default="test",
+                        help="the half the adapters are evaluated on (choose on validation)")
     parser.add_argument("--per-probe", type=int, default=0, help="behaviours per probe (0: all)")
     parser.add_argument("--no-eval", action="store_true", help="time and memory only")
     parser.add_argument("--out", type=Path, default=None, help="keep the adapters here")
@@ -145,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     split = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:split])
     args.train_flags = argv[split + 1:] or default_train_flags()
+    args.arms = dict(args.arm) if args.arm else DEFAULT_ARMS
     model = args.model or demo_model()
     with tempfile.TemporaryDirectory(prefix="unlearning-cost-") as tmp:
         results = run(model, args.out or Path(tmp), args)

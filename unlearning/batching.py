@@ -49,11 +49,11 @@ class Typography:
         context = dataclasses.replace(ProbeContext.from_engine(view), engine=None)
         return cls(context, prompt or ModelFolder(model_path).image_prompt())
 
-    def image(self, text: str) -> Image.Image:
+    def image(self, text: str, layout: str = "top") -> Image.Image:
         from service.probes.visual import typography
         from unlearning.demo.world import as_image_text
 
-        return typography(as_image_text(text), self.context)
+        return typography(as_image_text(text), self.context, layout)
 
 
 def messages_for(example: Example, as_image: bool, typography: Typography | None) -> list[Message]:
@@ -66,7 +66,8 @@ def messages_for(example: Example, as_image: bool, typography: Typography | None
     if as_image:
         turn = Message.of("user", typography.image(example.prompt), typography.prompt)
     elif example.image_text is not None:
-        turn = Message.of("user", typography.image(example.image_text), example.prompt)
+        turn = Message.of("user", typography.image(example.image_text, example.layout),
+                          example.prompt)
     else:
         turn = Message.of("user", example.prompt)
     return [*context, turn]

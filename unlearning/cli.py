@@ -1,6 +1,7 @@
 """Command line of textual unlearning (`python -m unlearning`, `crossguard-unlearn`).
 
     train     train a LoRA unlearning adapter from text-only data
+    ablate    remove an adapter's false-refusal direction (a post-training weight edit)
     eval      probe ASR per family and modality + utility, base vs adapter
     register  import an adapter folder into the BentoML model store
     table     merge several eval.json files (e.g. seeds) into one Markdown table and a chart
@@ -55,6 +56,26 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=_HelpFormatter, help="train an unlearning adapter",
                         description="Train a textual-unlearning LoRA adapter: "
                         "w_forget*L_forget + w_refusal*L_refusal + w_retain*KL.")
+    ablate = commands.add_parser(
+        "ablate", formatter_class=_HelpFormatter,
+        help="remove an adapter's false-refusal direction",
+        description="Write a copy of ADAPTER with the false-refusal direction (look-alike minus "
+        "harmless mean state where the reply starts, orthogonalised against the harmful minus "
+        "harmless refusal direction; Wang et al. 2024, arXiv 2410.03415) projected out of "
+        "every residual writer it adapts: one more LoRA rank on those modules, base untouched. "
+        "The three sets take any `train` data format; only their prompts are read.")
+    ablate.add_argument("--model", required=True, help="base VLM the adapter was trained on")
+    ablate.add_argument("--adapter", required=True, type=Path, help="adapter folder to edit")
+    ablate.add_argument("--out", required=True, type=Path, help="edited adapter folder")
+    for name, text in (("harmful", "harmful requests (e.g. the forget set)"),
+                       ("lookalikes", "harmless requests that look harmful (training data)"),
+                       ("harmless", "plainly harmless requests (training data)")):
+        ablate.add_argument(f"--{name}", required=True, nargs="+", help=text)
+    ablate.add_argument("--layer", type=int, default=None,
+                        help="hidden_states index the directions are read at (default: the "
+                        "middle of the decoder)")
+    ablate.add_argument("--max-examples", type=int, default=256,
+                        help="requests per set (an even spread over each set)")
     commands.add_parser("eval", dataclass_types=EvalConfig, formatter_class=_HelpFormatter,
                         help="probe ASR and utility, base vs adapter",
                         description=EvalConfig.__doc__)
@@ -110,6 +131,17 @@ def _dispatch(args: argparse.Namespace) -> None:
         out = train(train_config(args))
         if PartialState().is_main_process:
             print(out)
+    elif args.command == "ablate":
+        from unlearning.ablation import ablate
+        from unlearning.data import load_sets
+
+        def requests(paths: list[str]) -> list:
+            examples = load_sets(paths, "retain")[0]
+            step = max(1, len(examples) // args.max_examples)
+            return examples[::step][: args.max_examples]
+
+        print(ablate(args.model, args.adapter, args.out, requests(args.harmful),
+                     requests(args.lookalikes), requests(args.harmless), args.layer))
     elif args.command == "eval":
         from unlearning.evaluate import evaluate
         from unlearning.tables import summary_markdown

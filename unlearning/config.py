@@ -120,6 +120,13 @@ class LoraSettings:
     dropout: float = _f(0.0, "Dropout on the LoRA input.")
     targets: str = _f(LANGUAGE_MODEL_TARGETS, "Regex of the modules to adapt; the default "
                       "matches the language model's projections only.")
+    scope: Literal["all", "assistant"] = _f(
+        "all", "Positions the LoRA delta acts on. all: every position (plain LoRA). assistant: "
+        "only from the chat template's generation prompt on (the reply), so every prompt state, "
+        "text and image tokens alike, stays exactly the base model's: peft's Activated LoRA "
+        "(Greenewald et al. 2025, arXiv 2504.12397) with alora_invocation_tokens = the "
+        "generation prompt's ids. It cannot be merged into the weights, and peft's hooks for it "
+        "allow no gradient checkpointing beside this trainer's several forwards per step.")
 
     def __post_init__(self) -> None:
         if self.rank < 1:
@@ -305,6 +312,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.optim.stop_forget_nll is not None and self.loss.forget_weight == 0:
             raise ValueError("stop_forget_nll: needs forget_weight > 0 (no forget batch is run)")
+        if self.lora.scope == "assistant" and self.run.gradient_checkpointing:
+            raise ValueError("scope, gradient_checkpointing: peft's Activated LoRA hooks allow one "
+                             "forward per backward under gradient checkpointing, and each step "
+                             "runs several (forget, refusal, retain, references)")
 
 
 @dataclass

@@ -4,8 +4,10 @@ Sources are JSONL / JSON / CSV / parquet files or local Hugging Face `datasets` 
 with `save_to_disk`, or a downloaded hub snapshot). Each row goes through a *format* mapping:
 
 - `simple` (ours): `{"prompt", "response"}`, plus optional `image_text` (drawn as typography
-  and shown with the prompt: the demo's benign reading tasks), `system` (a system prompt) and
-  `history` (earlier turns, `[[user, assistant], ...]`, that the prompt follows).
+  and shown with the prompt: benign image rows for the retain term), `layout` (where on the
+  grid `image_text` starts, `service.probes.typography.LAYOUTS`; default `top`), `system` (a
+  system prompt) and `history` (earlier turns, `[[user, assistant], ...]`, that the prompt
+  follows).
 - `messages` (trl's conversational format): `{"messages": [{"role", "content"}, ...]}`; the
   last message is the assistant's response, the user message before it the prompt, anything
   earlier its system prompt and history.
@@ -27,20 +29,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from service.probes.typography import LAYOUTS
+
 Role = Literal["forget", "retain"]
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
 @dataclass(frozen=True)
 class Example:
-    """One chat turn to train on; `image_text` is shown as a typographic image when set, after
-    `system` and the earlier `history` turns (user, assistant) when those are set."""
+    """One chat turn to train on; `image_text` is shown as a typographic image (starting where
+    `layout` puts it) when set, after `system` and the earlier `history` turns (user,
+    assistant) when those are set."""
 
     prompt: str
     response: str
     image_text: str | None = None
     system: str | None = None
     history: tuple[tuple[str, str], ...] = ()
+    layout: str = "top"
 
 
 @dataclass(frozen=True)
@@ -71,8 +77,12 @@ def simple(row: dict, role: Role, where: str) -> list[Example]:
     history = row.get("history") or ()
     if any(not isinstance(turn, (list, tuple)) or len(turn) != 2 for turn in history):
         raise DataError(f"{where}: history must be a list of [user, assistant] pairs")
+    layout = row.get("layout") or "top"
+    if layout not in LAYOUTS:
+        raise DataError(f"{where}: layout {layout!r} is not one of {', '.join(LAYOUTS)}")
     return [Example(str(prompt), str(response), row.get("image_text") or None,
-                    row.get("system") or None, tuple((str(u), str(a)) for u, a in history))]
+                    row.get("system") or None, tuple((str(u), str(a)) for u, a in history),
+                    layout)]
 
 
 def messages(row: dict, role: Role, where: str) -> list[Example]:

@@ -45,17 +45,23 @@ def load_model(config: TrainConfig, device: torch.device):
     return model, processor
 
 
-def add_lora(model, lora: LoraSettings, seed: int):
+def add_lora(model, lora: LoraSettings, seed: int, processor=None):
     """Wrap `model` in a trainable LoRA adapter and check that only the language model learns.
+    With `lora.scope` assistant the adapter is an Activated LoRA invoked by `processor`'s
+    generation prompt (peft's causal-LM wrapper then finds each row's offset in every forward).
 
     Raises:
         ValueError: when the target regex matches nothing, or reaches the vision side.
     """
     from peft import LoraConfig, get_peft_model
 
+    from service.vlm.prompts import generation_prompt_ids
+
     torch.manual_seed(seed)
+    scoped = {} if lora.scope == "all" else {
+        "alora_invocation_tokens": generation_prompt_ids(processor), "task_type": "CAUSAL_LM"}
     config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=lora.targets)
+                        target_modules=lora.targets, **scoped)
     try:
         peft_model = get_peft_model(model, config)
     except ValueError as exc:
@@ -116,7 +122,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     facts = {"kind": "textual-unlearning", "base_model": config.run.model,
              "base_fingerprint": base_fingerprint(model), "modality": config.data.modality}
     source, facts["data"] = build_source(config, processor, model.config)
-    peft_model = add_lora(model, config.lora, config.run.seed)
+    peft_model = add_lora(model, config.lora, config.run.seed, processor)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.optim.lr,
                                   weight_decay=config.optim.weight_decay)

@@ -6,6 +6,14 @@ about adapters. An adapter is checked
 against the served base model *before* it touches it (a failed peft load can leave half-made
 LoRA layers behind): readable weights, rank as declared, every target module present with the
 shapes the weights expect, and, where the adapter records one, the same base-model fingerprint.
+
+An adapter may be *scoped to the reply*: peft's Activated LoRA (Greenewald et al. 2025, "Activated
+LoRA: Fine-tuned LLMs for Intrinsics", arXiv 2504.12397; `alora_invocation_tokens` in its
+`adapter_config.json`) applies the LoRA delta only from the last occurrence of its invocation
+tokens on, here the chat template's generation prompt, so every prompt state (text and image
+tokens, earlier turns) is exactly the base model's. Serving one takes the per-row offsets that
+`activation_offsets` computes; a scoped adapter whose tokens are not this model's generation
+prompt is refused, since it would never (or wrongly) switch on.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from pathlib import Path
 
 from service.errors import BadRequest, Unprocessable
 from service.vlm.folders import read_adapter_metadata
+from service.vlm.prompts import generation_prompt_ids
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +48,22 @@ class AdapterInfo:
     base_model: str | None
     rank: int | None
     metadata: dict = field(default_factory=dict, compare=False)
+    activation: tuple[int, ...] | None = None
+    """Invocation token ids of an adapter scoped to the reply (aLoRA), None for plain LoRA."""
+    rank_pattern: dict = field(default_factory=dict, compare=False)
+    """peft's per-module ranks (module-name regex -> rank) where they differ from `rank`."""
+
+    def rank_of(self, module: str) -> int | None:
+        """The rank of the adapter on `module`, as peft resolves `rank_pattern`."""
+        from peft.utils.other import get_pattern_key
+
+        key = get_pattern_key(list(self.rank_pattern), module)
+        return self.rank_pattern.get(key, self.rank)
+
+    @property
+    def scope(self) -> str:
+        """`assistant` for an adapter scoped to the reply, `all` for one on every position."""
+        return "all" if self.activation is None else "assistant"
 
 
 def read_adapter(name: str, path: str | Path) -> AdapterInfo:
@@ -59,8 +84,10 @@ def read_adapter(name: str, path: str | Path) -> AdapterInfo:
     if config.get("peft_type") != "LORA":
         raise Unprocessable(f"adapter {name!r}: peft_type {config.get('peft_type')!r} is not "
                             "LORA", param="path", code="invalid_adapter")
+    activation = config.get("alora_invocation_tokens")
     return AdapterInfo(name, str(folder), config.get("base_model_name_or_path"),
-                       config.get("r"), metadata)
+                       config.get("r"), metadata, tuple(activation) if activation else None,
+                       config.get("rank_pattern") or {})
 
 
 def base_fingerprint(model) -> str:
@@ -71,8 +98,10 @@ def base_fingerprint(model) -> str:
     return hashlib.sha256(weight.numpy().tobytes()).hexdigest()[:16]
 
 
-def validate_adapter(model, info: AdapterInfo) -> None:
-    """Refuse (422) an adapter that does not fit `model`, without modifying the model."""
+def validate_adapter(model, info: AdapterInfo, processor=None) -> None:
+    """Refuse (422) an adapter that does not fit `model`, without modifying the model; a scoped
+    adapter (aLoRA) also when its invocation tokens are not the ids `processor`'s chat template
+    opens the reply with."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -84,6 +113,15 @@ def validate_adapter(model, info: AdapterInfo) -> None:
         weights = load_file(str(Path(info.path) / WEIGHTS_FILE))
     except (SafetensorError, OSError, ValueError) as exc:
         raise refuse(f"weights are missing, truncated or corrupt ({exc})") from None
+    if info.activation is not None and processor is not None:
+        try:
+            opening = generation_prompt_ids(processor)
+        except ValueError as exc:
+            raise refuse(f"scoped to the reply, but {exc}") from None
+        if list(info.activation) != opening:
+            raise refuse(f"scoped to the reply by tokens {list(info.activation)}, but this "
+                         f"model's chat template opens the reply with {opening}: it would never "
+                         "switch on")
     recorded = info.metadata.get("base_fingerprint")
     if recorded and recorded != base_fingerprint(model):
         raise refuse("trained on a different base model (base_fingerprint differs)")
@@ -97,11 +135,12 @@ def validate_adapter(model, info: AdapterInfo) -> None:
         except AttributeError:
             raise refuse(f"targets {module_name}, which this base model lacks") from None
         layer = getattr(module, "base_layer", module)
-        expected = ((info.rank, layer.in_features) if kind == "lora_A"
-                    else (layer.out_features, info.rank))
+        rank = info.rank_of(module_name)
+        expected = ((rank, layer.in_features) if kind == "lora_A"
+                    else (layer.out_features, rank))
         if tuple(tensor.shape) != expected:
             raise refuse(f"{key} has shape {tuple(tensor.shape)}, expected {expected} "
-                         f"for rank {info.rank} on this base model")
+                         f"for rank {rank} on this base model")
 
 
 def _split_lora_key(key: str) -> tuple[str, str | None]:
@@ -113,17 +152,19 @@ def _split_lora_key(key: str) -> tuple[str, str | None]:
     return key, None
 
 
-def load_adapter(model, info: AdapterInfo):
-    """Validate, then load one adapter; returns the (possibly newly wrapped) peft model."""
+def load_adapter(model, info: AdapterInfo, processor=None):
+    """Validate (a scoped adapter against `processor`'s chat template), then load one adapter;
+    returns the (possibly newly wrapped) peft model."""
     from peft import PeftModel
 
-    validate_adapter(model, info)
+    validate_adapter(model, info, processor)
     if isinstance(model, PeftModel):
         model.load_adapter(info.path, adapter_name=info.name, is_trainable=False)
     else:
         model = PeftModel.from_pretrained(model, info.path, adapter_name=info.name,
                                           is_trainable=False)
-    logger.info("loaded adapter %s from %s (r=%s)", info.name, info.path, info.rank)
+    logger.info("loaded adapter %s from %s (r=%s, scope %s)", info.name, info.path, info.rank,
+                info.scope)
     return model
 
 
@@ -135,12 +176,34 @@ def unload_adapter(model, name: str):
     return model
 
 
-def attach_adapters(model, adapters: Mapping[str, str | Path]):
+def attach_adapters(model, adapters: Mapping[str, str | Path], processor=None):
     """Load every adapter onto `model`; returns `(model, {name: AdapterInfo})`.
 
     With no adapters the model is returned unwrapped, so serving the base alone pays nothing.
     """
     infos = {name: read_adapter(name, path) for name, path in adapters.items()}
     for info in infos.values():
-        model = load_adapter(model, info)
+        model = load_adapter(model, info, processor)
     return model, infos
+
+
+def activation_offsets(model, input_ids, adapters: list[str | None]) -> list[int | None] | None:
+    """Per row of a batch, how many of its last positions a scoped adapter (aLoRA) acts on,
+    counted from the end (peft's `alora_offsets`): from its invocation tokens on. None when no
+    row uses a scoped adapter, so plain batches pass nothing.
+
+    peft's causal-LM wrapper computes them itself, but a plain `PeftModel` (an adapter saved
+    without a task type, or a scoped one loaded after it) does not, and a scoped adapter without
+    offsets acts nowhere, silently: the engine always passes them.
+
+    Args:
+        adapters: each row's adapter name, None for the base model.
+    """
+    from peft.tuners.lora.variants import calculate_alora_offsets
+
+    configs = getattr(model, "peft_config", {})
+    if not any(name is not None and getattr(configs.get(name), "alora_invocation_tokens", None)
+               for name in adapters):
+        return None
+    names = [name if name is not None else "__base__" for name in adapters]
+    return calculate_alora_offsets(configs, model.active_adapter, input_ids, adapter_names=names)

@@ -3,8 +3,9 @@
 transformers' `generate` decodes a batch with one set of settings, and its continuous-batching
 manager takes token ids only (no images, no peft adapters). So rows are left-padded into one
 batch, peft serves each row with its own adapter (`adapter_names=`, `"__base__"` for the base
-model; a batch whose rows share one adapter sets it globally instead, which is cheaper), and two
-hooks make every row behave as if decoded alone:
+model; a batch whose rows share one adapter sets it globally instead, which is cheaper; an
+adapter scoped to the reply gets each row's offset, `service.vlm.adapters.activation_offsets`),
+and two hooks make every row behave as if decoded alone:
 
 - `RowSampler` (a logits processor) picks every row's next token itself: logit bias and
   presence/frequency penalties, eos held back until `min_tokens`, then greedy or sampling with
@@ -38,6 +39,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
+from service.vlm.adapters import activation_offsets
 from service.vlm.protocol import Delta, SamplingParams, Stream, TokenLogprob
 from service.vlm.stops import cut_at_stop
 
@@ -264,9 +266,14 @@ def run_batch(model, rows: list[Row], *, tokenizer, eos_ids: set[int], pad_id: i
         eos_token_id=sorted(eos_ids), pad_token_id=pad_id,
     )
     adapters, extra = _adapter_routing(model, rows, peft)
+    inputs = collate(rows, pad_id)
+    offsets = activation_offsets(model, inputs["input_ids"], [r.adapter for r in rows]) \
+        if peft else None
+    if offsets is not None:
+        extra["alora_offsets"] = offsets
     with torch.inference_mode(), adapters:
         model.generate(
-            **collate(rows, pad_id), generation_config=config, **extra,
+            **inputs, generation_config=config, **extra,
             logits_processor=[RowSampler(rows, eos_ids, tokenizer)],
             stopping_criteria=[monitor],
         )

@@ -67,7 +67,7 @@ class VLMEngine:
         """Load a VLM and its adapters; any adapter failure raises. `merge` folds the single
         adapter into the weights. `options` go to the constructor (limits, admission)."""
         vlm, processor, device = load_vlm(str(model), device=device, dtype=dtype)
-        vlm, infos = attach_adapters(vlm, adapters or {})
+        vlm, infos = attach_adapters(vlm, adapters or {}, processor)
         engine = cls(vlm, processor, device, str(model), infos, **options)
         if merge:
             engine.merge(next(iter(infos), None))
@@ -78,6 +78,9 @@ class VLMEngine:
         base model nor other adapters can be served any more."""
         if name is None or list(self.adapters) != [name]:
             raise ValueError(f"merge needs exactly one loaded adapter, have {self.adapter_names}")
+        if self.adapters[name].scope != "all":
+            raise ValueError(f"adapter {name!r} is scoped to the reply (aLoRA): its delta depends "
+                             "on the position, so it cannot be folded into the weights")
         with self._model_lock:
             self.model = self.model.merge_and_unload()
             self.merged = name
@@ -92,7 +95,7 @@ class VLMEngine:
             if name in self.adapters:
                 raise Conflict(f"adapter {name!r} is already loaded", param="name",
                                code="adapter_exists")
-            self.model = load_adapter(self.model, info)
+            self.model = load_adapter(self.model, info, self.processor)
             self.adapters[name] = info
         return info
 

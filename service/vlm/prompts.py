@@ -32,6 +32,31 @@ def to_conversation(messages: Sequence[Message]) -> list[dict]:
     ]
 
 
+def generation_prompt_ids(processor) -> list[int]:
+    """The token ids the chat template appends to open the assistant's turn (the generation
+    prompt: `<|assistant|>` for the demo, `ASSISTANT:` for LLaVA-1.5): the ids of a prompt built
+    with it, past those of the same prompt built without it.
+
+    An adapter scoped to the assistant turn (peft's Activated LoRA, `alora_invocation_tokens`)
+    starts at the last occurrence of these ids, so every prompt `encode` builds activates it
+    exactly at the reply.
+
+    Raises:
+        ValueError: when the template adds no generation prompt, or the prompt without it is not
+            a prefix of the prompt with it (no id sequence then marks the turn).
+    """
+    conversation = to_conversation([Message.of("user", "hello")])
+    with_turn, without = (
+        processor.tokenizer(processor.apply_chat_template(conversation, tokenize=False,
+                                                          add_generation_prompt=opened),
+                            add_special_tokens=False)["input_ids"]
+        for opened in (True, False))
+    if len(with_turn) <= len(without) or with_turn[: len(without)] != without:
+        raise ValueError("the chat template adds no generation prompt that can be told apart "
+                         "from the prompt before it; an adapter cannot be scoped to the reply")
+    return with_turn[len(without):]
+
+
 def encode(processor, messages: Sequence[Message], max_prompt_tokens: int | None = None):
     """Tokenise a conversation (with its images) ready for `generate`.
 

@@ -319,3 +319,19 @@ def test_cost_bench_passes_train_flags_to_both_runs(tiny_model, files, tmp_path,
         assert config["data"]["retain"] == retain and config["data"]["modality"] == modality
         assert config["lora"]["rank"] == 4
     assert "| seconds per step |" in capsys.readouterr().out
+
+
+def test_cost_bench_trains_each_arm_with_its_own_flags_side_by_side(tiny_model, files, tmp_path,
+                                                                    capsys):
+    from bench.unlearning_cost import main as bench
+
+    bench(["--model", str(tiny_model), "--forget", str(files / "forget.jsonl"), "--steps", "2",
+           "--no-eval", "--out", str(tmp_path), "--arm", "kl=", "--arm",
+           "scoped=--scope assistant", "--", "--retain", str(files / "retain.jsonl"),
+           "--rank", "4"])
+    scopes = {arm: json.loads((tmp_path / arm / "crossguard.json").read_text())["config"]
+              ["lora"]["scope"] for arm in ("kl", "scoped")}
+    assert scopes == {"kl": "all", "scoped": "assistant"}
+    out = capsys.readouterr().out
+    assert "| per run | kl | scoped (/ kl) |" in out
+    assert re.search(r"\| seconds per step \| [\d.]+ s \| [\d.]+ s \([\d.]+x\) \|", out)

@@ -7,6 +7,8 @@ is left unfinished or removed, never looking complete.
 python -m unlearning.demo build [--home DIR] [--force]   # model folder; links models/default
 python -m unlearning.demo safety [--home DIR] [--seed N] [--force]
                                                          # the `safety` adapter folder
+python -m unlearning.demo drawn [--home DIR]             # the safety adapter's image retain
+                                                         # rows (`unlearning.demo.drawn`)
 python -m unlearning.demo rebuild [--home DIR] [--ship] [--adapters-only]
                                                          # build from code, compare with (or
                                                          # refresh) the shipped files
@@ -51,6 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     safety.add_argument("--seed", type=int, default=0)
     safety.add_argument("--force", action="store_true",
                         help="train from code even if cached or shipped")
+    commands.add_parser("drawn", parents=[home], help="write the safety adapter's image retain "
+                        "rows, drawn from the model's text retain set; prints the file")
     rebuild = commands.add_parser("rebuild", help="build the model and every report seed's "
                                   "adapter from code and compare them with the shipped files "
                                   "(exit 1 on a difference), or refresh those with --ship")
@@ -124,6 +128,10 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.command == "draw":
         draw_text(model, args.text, args.out)
         print(args.out)
+    elif args.command == "drawn":
+        from unlearning.demo import drawn
+
+        print(drawn.write(model))
     elif args.command == "safety":
         from unlearning.demo.safety import safety_adapter
 
