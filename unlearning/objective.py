@@ -10,6 +10,7 @@ same forward passes as it always did.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from contextlib import nullcontext
 
@@ -158,8 +159,13 @@ def _representation_forget(model, peft_model, batch: dict[str, torch.Tensor],
 
 def _keeps_logits(peft_model) -> bool:
     """Whether the base model's forward takes `logits_to_keep` (recent transformers)."""
-    forward = peft_model.get_base_model().forward
-    return "logits_to_keep" in inspect.signature(forward).parameters
+    return _forward_keeps_logits(type(peft_model.get_base_model()))
+
+
+@functools.cache
+def _forward_keeps_logits(model_class: type) -> bool:
+    """Per model class, read once: the signature is looked up at every hidden-state forward."""
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
 
 
 def _per_token(logits: torch.Tensor, labels: torch.Tensor) -> float:

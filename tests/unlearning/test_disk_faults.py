@@ -214,9 +214,8 @@ def test_demo_build_in_a_read_only_home(read_only, capsys):
 
 def test_demo_safety_on_a_full_disk(tiny_model, data, tmp_path, monkeypatch, capsys):
     """`safety` on a built model (the tiny one with the demo's data files, mocked as the
-    build's result; its text retain rows stand for the drawn ones) with a short run whose
-    adapter weights meet a full disk."""
-    from unlearning.demo import build, drawn, safety
+    build's result) with a short run whose adapter weights meet a full disk."""
+    from unlearning.demo import build, safety
 
     model = tmp_path / "models" / "demo-tiny"
     shutil.copytree(tiny_model, model)
@@ -225,12 +224,6 @@ def test_demo_safety_on_a_full_disk(tiny_model, data, tmp_path, monkeypatch, cap
     shutil.copy(data[0], folder.forget)
     shutil.copy(data[1], folder.retain)
     monkeypatch.setattr(build, "build", lambda recipe, home, force: model)
-
-    def drawn_rows(folder):
-        drawn.path(folder).parent.mkdir(parents=True, exist_ok=True)
-        return shutil.copy(data[1], drawn.path(folder))
-
-    monkeypatch.setattr(drawn, "write", drawn_rows)
     monkeypatch.setattr(safety, "SAFETY_ARGS", ("--refusals", REFUSAL, "--max-steps", "2",
                                                 "--batch-size", "2"))
     monkeypatch.setattr("peft.peft_model.safe_save_file", full_disk_safetensors)

@@ -1,16 +1,14 @@
 """The demo's `safety` adapter: its documented settings, its cache, and the report README shows.
 
 `SAFETY_ARGS` are the one copy of the settings (`make serve`, the README's by-hand command and
-`bench.unlearning_cost` take them from here). Beside the model folder's text retain set, the
-adapter keeps the image rows `unlearning.demo.drawn` draws from it (written beside the adapters
-before training); its forget and refusal data are text only. An adapter is cached under a key
-of everything that decides its weights: the model folder (whose name keys the data it trains
-on), the flags, the seed, the source of the trainer's and the drawing's module closures and the
-library versions. The key's inputs
-are stored in the adapter's `crossguard.json` (written after training, so an interrupted run
-has none and is retrained) and checked on reuse, with the fingerprint of every data file it
-was trained on. With no cached adapter, the shipped one of the seed
-(`unlearning.demo.shipping`) is copied in when it passes the same check.
+`bench.unlearning_cost` take them from here); the adapter trains on the model folder's text
+data only (README "Image over-refusal" says why it keeps no image rows). An adapter is cached
+under a key of everything that decides its weights: the model folder (whose name keys the data
+it trains on), the flags, the seed, the source of the trainer's module closure and the library
+versions. The key's inputs are stored in the adapter's `crossguard.json` (written after
+training, so an interrupted run has none and is retrained) and checked on reuse, with the
+fingerprint of every data file it was trained on. With no cached adapter, the shipped one of the
+seed (`unlearning.demo.shipping`) is copied in when it passes the same check.
 """
 
 from __future__ import annotations
@@ -25,14 +23,15 @@ from service.vlm.folders import (
     write_adapter_metadata,
 )
 from unlearning import fingerprint
-from unlearning.demo import drawn, shipping
+from unlearning.demo import shipping
 from unlearning.demo.world import REFUSAL
 
 log = logging.getLogger(__name__)
 
 SAFETY_ARGS = (
-    "--refusals", REFUSAL, "--max-steps", "450", "--batch-size", "16", "--lr", "5e-4",
-    "--forget-nll-cap", "6", "--retain-weight", "2", "--recovery-share", "0.5",
+    "--refusals", REFUSAL, "--max-steps", "900", "--batch-size", "16", "--lr", "5e-4",
+    "--forget-nll-cap", "6", "--forget-weight", "1", "--refusal-weight", "2",
+    "--retain-weight", "2", "--recovery-share", "0.5",
 )
 """`unlearning train` flags of the demo `safety` adapter (README "On the demo model")."""
 
@@ -42,15 +41,14 @@ REPORT_SEEDS = (0, 1, 2)
 def train_argv(model: Path, out: Path, seed: int) -> list[str]:
     folder = ModelFolder(model)
     return ["train", "--model", str(model), "--forget", str(folder.forget),
-            "--retain", str(folder.retain), "--retain", str(drawn.path(model)), *SAFETY_ARGS,
-            "--seed", str(seed), "--out", str(out)]
+            "--retain", str(folder.retain), *SAFETY_ARGS, "--seed", str(seed), "--out", str(out)]
 
 
 def key_inputs(model: Path, seed: int) -> dict:
     return {
         "model": model.resolve().name,
         "argv": train_argv(Path("MODEL"), Path("OUT"), seed),
-        "sources": fingerprint.sources_digest("unlearning.trainer", "unlearning.demo.drawn"),
+        "sources": fingerprint.sources_digest("unlearning.trainer"),
         "libraries": fingerprint.library_versions(),
     }
 
@@ -102,7 +100,6 @@ def safety_adapter(model: str | Path, seed: int = 0, progress: bool = True,
 
     model = Path(model).resolve()
     out = adapter_dir(model, seed)
-    drawn.write(model)
     if out.exists():
         problem = "asked to (force)" if force else stale(out, model, seed)
         if problem is None:
