@@ -117,12 +117,16 @@ def test_shipped_files_hold_no_machine_path_and_are_all_fingerprinted():
     assert "evaluations" not in read_adapter_metadata(shipping.adapter(0))
 
 
-def test_tables_disagree_beyond_one_attempt_only():
-    shipped = Report(asr={"text": 0.5, "image": 0.4}, attempts={"asr/text": 10, "asr/image": 4})
-    near = Report(asr={"text": 0.6, "image": 0.1})
-    assert rebuild.tables_disagree(shipped, near) == [
-        "asr image: shipped 0.400, rebuilt 0.1"]
-    assert rebuild.tables_disagree(shipped, Report(asr={"text": 0.4, "image": 0.65})) == []
+def test_a_rebuild_may_land_above_the_shipped_table_not_more_than_one_attempt_below():
+    shipped = Report(asr={"text": 0.5, "image": 0.4}, lookalike={"text": 1.0},
+                     attempts={"asr/text": 10, "asr/image": 4, "lookalike/text": 50})
+    rebuilt = Report(asr={"text": 0.6, "image": 0.1}, lookalike={"text": 0.96})
+    assert rebuild.tables_worse(shipped, rebuilt) == [
+        "asr image: shipped 0.400, rebuilt 0.1", "lookalike text: shipped 1.000, rebuilt 0.96"]
+    assert rebuild.tables_worse(shipped, Report(asr={"text": 0.4, "image": 1.0},
+                                                lookalike={"text": 0.98})) == []
+    assert rebuild.tables_worse(shipped, Report(asr={"text": 0.5})) == [
+        "asr image: shipped 0.400, rebuilt None", "lookalike text: shipped 1.000, rebuilt None"]
 
 
 def test_rebuild_exits_1_naming_the_differences_and_the_refresh_command(monkeypatch, capsys):

@@ -5,7 +5,7 @@ The model and the adapters each record the CPU that built them (`manifest.json` 
 the model, each adapter's `crossguard.json` `built_on`: the adapters can be retrained alone on
 the shipped model, on another machine). On the model's CPU a rebuild must reproduce every model
 file bitwise (sha256); on another CPU the float rounding differs, so the check is the demo
-eval's table instead: every rate of the rebuilt base model within one attempt of the shipped
+eval's table instead: no rate of the rebuilt base model more than one attempt below the shipped
 one's, on the validation half (the check decides nothing, but the test half stays for
 reports). The adapters are retrained on the *shipped* model, their input, and must reproduce
 bitwise on their own CPU; elsewhere they are not compared (their tables would differ by the
@@ -83,16 +83,23 @@ def adapter_differences(model: Path, adapters: dict[int, Path]) -> list[str]:
     return found
 
 
-def tables_disagree(shipped, rebuilt) -> list[str]:
-    """Cells of two demo eval reports (`unlearning.demo.evaluate.Report`) more than one
-    attempt apart."""
+def tables_worse(shipped, rebuilt) -> list[str]:
+    """Cells of two demo eval reports (`unlearning.demo.evaluate.Report`) where the rebuilt
+    model is more than one attempt *below* the shipped one. Every rate of the table is one the
+    demo world wants high (benign accuracy, the base model falling for held-out attacks, the
+    refused category refused, look-alikes answered as asked), so a rebuild on another CPU may
+    land above the shipped model's level but not below it (measured: README "Shipped
+    weights")."""
     found = []
     for metric in ("benign", "asr", "refusal", "lookalike"):
         for modality, rate in getattr(shipped, metric).items():
             other = getattr(rebuilt, metric).get(modality)
             attempts = shipped.attempts.get(f"{metric}/{modality}", 1)
-            if other is None or abs(other - rate) > 1 / attempts + 1e-9:
+            if other is None or other < rate - 1 / attempts - 1e-9:
                 found.append(f"{metric} {modality}: shipped {rate:.3f}, rebuilt {other}")
+            elif abs(other - rate) > 1 / attempts + 1e-9:
+                log.info("%s %s: shipped %.3f, rebuilt %.3f (above: not a difference)",
+                         metric, modality, rate, other)
     return found
 
 
@@ -127,7 +134,7 @@ def _check_model(home: Path, shipped_model: Path, here: dict) -> list[str]:
              here["cpu"], reference["cpu"])
     from unlearning.demo.evaluate import evaluate_folder
 
-    return tables_disagree(evaluate_folder(shipped_model, split="validation"),
+    return tables_worse(evaluate_folder(shipped_model, split="validation"),
                            evaluate_folder(model, split="validation"))
 
 
