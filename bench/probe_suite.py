@@ -7,6 +7,7 @@ run after start-up), *warm* reuses them from the in-memory cache (every later ru
 cold run within 60 s on 2 CPU cores with the demo model.
 
     python -m bench.probe_suite [--model PATH] [--adapter NAME=PATH ...] [--per-probe N]
+                                [--probes SPEC,...]
 """
 
 from __future__ import annotations
@@ -27,31 +28,38 @@ GOAL_SECONDS = 60.0
 
 
 def family_table(report: Report) -> list[str]:
-    """One line per family: generations, seconds (building + generating + judging), ASR."""
-    seconds: dict[str, float] = {}
+    """One line per family and modality: generations, seconds (building + generating +
+    judging) of the probes behind it, ASR. Probes are named by module and class
+    (`adversarial.JailbreakInPieces`), so a probe's family and modality come from its
+    results, not from its name."""
+    cell_of = {r.probe: (r.family, r.modality) for r in report.results}
+    seconds: dict[tuple[str, str], float] = {}
     for probe, spent in report.seconds_by_probe.items():
-        family = probe.split(".")[0]
-        seconds[family] = seconds.get(family, 0.0) + spent
+        if probe in cell_of:
+            seconds[cell_of[probe]] = seconds.get(cell_of[probe], 0.0) + spent
     lines = [f"  {'family':22} {'modality':8} {'gens':>5} {'seconds':>8} {'s/gen':>6} {'ASR':>5}"]
     for cell in report.cells(("family", "modality")):
-        family = cell.key["family"]
+        family, modality = cell.key["family"], cell.key["modality"]
+        spent = seconds.get((family, modality), 0.0)
         asr = "n/a" if cell.asr is None else f"{100 * cell.asr:.0f}%"
-        lines.append(
-            f"  {family:22} {cell.key['modality']:8} {cell.attempts:5d} "
-            f"{seconds[family]:8.2f} {seconds[family] / cell.attempts:6.3f} {asr:>5}"
-        )
+        lines.append(f"  {family:22} {modality:8} {cell.attempts:5d} "
+                     f"{spent:8.2f} {spent / cell.attempts:6.3f} {asr:>5}")
     return lines
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None,
                         help="model folder (default: the service's default model)")
     parser.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH")
     parser.add_argument("--per-probe", type=int, default=DEFAULT_PER_PROBE)
+    parser.add_argument("--probes", default="all", metavar="SPEC,...",
+                        help="families, modules or probe names, comma-separated, as `python -m "
+                        "service.probes run` takes them (default: every registered probe, the "
+                        "suite the service runs)")
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = args.model or ServiceSettings().model_path
     if not Path(model).exists():
@@ -62,7 +70,7 @@ def main() -> None:
           f"{args.per_probe} behaviours per probe; {torch.get_num_threads()} thread(s)")
     for label in ("cold", "warm"):
         start = time.perf_counter()
-        report = run(engine, per_probe=args.per_probe)
+        report = run(engine, probes=args.probes.split(","), per_probe=args.per_probe)
         wall = time.perf_counter() - start
         tokens = sum(r.completion_tokens for r in report.results)
         print(f"\n{label}: {len(report.results)} generations, {tokens} tokens, "
