@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=16)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if (args.model is None) != (args.adapter is None):
+        parser.error("give --model and --adapter together, or neither (the demo's)")
     model, adapter = (args.model, args.adapter) if args.model else demo_safety()
     params = SamplingParams(max_tokens=args.tokens, min_tokens=args.tokens, temperature=0.0)
     with tempfile.TemporaryDirectory(prefix="adapter-scope-") as tmp:
@@ -108,15 +110,16 @@ def main(argv: list[str] | None = None) -> None:
         engine = VLMEngine.from_pretrained(
             model, adapters=paths,
             admission=BatchAdmission(max_batch_size=args.batch, batch_wait_s=0.05))
-        samples = {(w, s): [] for w in workloads(engine, params, args.batch) for s in paths}
+        runs = workloads(engine, params, args.batch)
+        samples = {(w, s): [] for w in runs for s in paths}
         for round_ in range(args.rounds + 1):
-            for name, run in workloads(engine, params, args.batch).items():
+            for name, run in runs.items():
                 for scope in paths:
                     seconds = run(scope)
                     if round_:  # the first round warms up
                         samples[(name, scope)].append(seconds)
     print(f"model={model} adapter={adapter} tokens={args.tokens} rounds={args.rounds}")
-    for name in workloads(engine, params, args.batch):
+    for name in runs:
         plain, scoped = (statistics.median(samples[(name, s)]) * 1000 for s in paths)
         print(f"  {name:28s} plain p50 {plain:8.1f} ms  scoped p50 {scoped:8.1f} ms  "
               f"scoped / plain = {scoped / plain:.2f}")

@@ -107,7 +107,7 @@ def cost_table(results: dict[str, dict]) -> list[str]:
 
     def row(label: str, key: str, unit: str, digits: int) -> str:
         base = results[first][key]
-        cells = [f"{results[first][key]:.{digits}f} {unit}"]
+        cells = [f"{base:.{digits}f} {unit}"]
         cells += [f"{results[n][key]:.{digits}f} {unit} ({results[n][key] / base:.2f}x)"
                   if base else f"{results[n][key]:.{digits}f} {unit}" for n in others]
         return f"| {label} | " + " | ".join(cells) + " |"

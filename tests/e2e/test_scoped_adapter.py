@@ -4,8 +4,6 @@ the engine gives each request alone."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -18,20 +16,13 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def scoped_twin(tiny_model, reply_adapter, tmp_path_factory):
-    """The reply adapter's weights, scoped to the reply by its config."""
+    """The reply adapter's weights, scoped to the reply by its config (the scope bench's twin)."""
     from transformers import AutoProcessor
 
-    from service.vlm.prompts import generation_prompt_ids
+    from bench.adapter_scope import twins
 
-    folder = tmp_path_factory.mktemp("scoped") / "scoped"
-    shutil.copytree(reply_adapter, folder)
-    config_file = folder / "adapter_config.json"
-    config = json.loads(config_file.read_text())
-    config["alora_invocation_tokens"] = generation_prompt_ids(
-        AutoProcessor.from_pretrained(tiny_model))
-    config["task_type"] = "CAUSAL_LM"
-    config_file.write_text(json.dumps(config))
-    return folder
+    folder = tmp_path_factory.mktemp("twins")
+    return twins(reply_adapter, AutoProcessor.from_pretrained(tiny_model), folder)["scoped"]
 
 
 def test_a_mixed_burst_over_http_equals_each_request_alone(tiny_model, reply_adapter,

@@ -16,8 +16,9 @@ every layout in turn (both halves' layouts alike). The base world's reading rows
 text in the image.`) come beside them, so reading keeps its share.
 
 The rows depend on the model folder's data files only; `write` puts them beside the adapters
-(`<model>-adapters/data/`), where `unlearning.demo.safety` passes them to `unlearning train`
-as a second `--retain` source (the simple format's `image_text` and `layout` columns).
+(`<model>-adapters/data/`), to be passed to `unlearning train` as a second `--retain` source
+(the simple format's `image_text` and `layout` columns). The shipped `safety` adapter does not
+use them (README "Image over-refusal" says why); they stay for the comparison.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from service.probes.typography import LAYOUTS
+from service.probes.typography import LAYOUTS, grid_slots
 from service.vlm.folders import ModelFolder, write_text_atomic
 from unlearning.demo import content
 from unlearning.demo.recipe import Recipe
@@ -55,7 +56,7 @@ def drawn_rows(model: Path) -> list[dict]:
     """The image rows of `model`'s retain set (see the module docstring), in file order."""
     folder = ModelFolder(model)
     world = folder.world()
-    slots = (world.image_size // world.cell[0]) * (world.image_size // world.cell[1])
+    slots = len(grid_slots(world.image_size, world.cell))
     words, held = content.readable_words(), evaluation_phrases(model)
     rows = []
     for line in folder.retain.read_text(encoding="utf-8").splitlines():
