@@ -24,6 +24,9 @@ $(VENV)/.installed: pyproject.toml
 promtool:  ## install Prometheus (Debian package) for rule tests and e2e scrapes
 	@command -v promtool >/dev/null || { apt-get update -qq && apt-get install -y -qq prometheus >/dev/null; }
 
+page-tools:  ## install headless Chromium and Tesseract (Debian packages) for the page screenshot test
+	@command -v chromium >/dev/null && command -v tesseract >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium tesseract-ocr >/dev/null; }
+
 # The shipped demo files (unlearning/demo/built/) are copied in when this code built them;
 # REBUILD=1 builds from code instead (20-40 min).
 demo-model: install  ## copy (or build, REBUILD=1) the embedded demo VLM; models/default points at it
@@ -47,11 +50,11 @@ demo-report: install  ## rebuild check, then README's demo tables (3 seeds) into
 	HF_HUB_OFFLINE=1 $(PY) -m unlearning.demo rebuild | tail -n 1
 	HF_HUB_OFFLINE=1 $(PY) -m unlearning.demo report --out demo-report | tail -n 1
 
-test: install promtool  ## run the whole test suite (slow tiers included)
+test: install promtool page-tools  ## run the whole test suite (slow tiers included)
 	$(VENV)/bin/ruff check service unlearning tests bench
 	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench: install demo-model  ## print the serving-overhead ratios on the demo model
 	HF_HUB_OFFLINE=1 $(PY) -m bench.serve_overhead
 
-.PHONY: help install promtool demo-model safety-adapter demo-ship serve demo-report test bench
+.PHONY: help install promtool page-tools demo-model safety-adapter demo-ship serve demo-report test bench

@@ -75,6 +75,70 @@ ADAPTER_INFO = Gauge(
     multiprocess_mode="livemax",
 )
 
+PROMOTION_RESULTS = ("promoted", "rejected", "forced", "error", "rolled_back")
+PROMOTIONS = Counter(
+    "crossguard_adapter_promotions_total",
+    "Attempts to change the default adapter, by result: promoted (the gate passed), rejected "
+    "(a rule failed), forced (CROSSGUARD_GATE=off), error (the gate could not run), rolled_back "
+    "(a canary ended without promotion).",
+    ["result"],
+)
+DEFAULT_ADAPTER = Gauge(
+    "crossguard_default_adapter_info",
+    "1 for the adapter that answers requests naming no model (`base` for none).",
+    ["adapter"],
+    multiprocess_mode="livemax",
+)
+CANARY_SHARE = Gauge(
+    "crossguard_canary_share_ratio",
+    "Share of requests naming no model routed to the canary candidate (0 once it ends).",
+    ["candidate"],
+    multiprocess_mode="livemax",
+)
+GATE_VALUE = Gauge(
+    "crossguard_gate_value",
+    "The last gate verdict's measured value per rule, for its candidate (rates in [0, 1]; "
+    "no_regression in attempts); absent for a rule with nothing measured.",
+    ["candidate", "rule"],
+    multiprocess_mode="mostrecent",
+)
+GATE_PASSED = Gauge(
+    "crossguard_gate_passed",
+    "1 when the last gate verdict's rule passed for its candidate, else 0.",
+    ["candidate", "rule"],
+    multiprocess_mode="mostrecent",
+)
+
+
+def declare_promotions() -> None:
+    """Create every promotion-result series at 0, so `increase()` sees the first one."""
+    for result in PROMOTION_RESULTS:
+        PROMOTIONS.labels(result)
+
+
+def record_promotion(result: str) -> None:
+    PROMOTIONS.labels(result).inc()
+
+
+def record_default(default: str, previous: str | None) -> None:
+    """Publish which adapter answers requests naming no model."""
+    if previous is not None and previous != default:
+        DEFAULT_ADAPTER.labels(previous).set(0)
+    DEFAULT_ADAPTER.labels(default).set(1)
+
+
+def record_canary(candidate: str, percent: float) -> None:
+    """Publish a canary's share of un-named requests (0 once it ends)."""
+    CANARY_SHARE.labels(candidate).set(percent / 100)
+
+
+def record_gate(verdict) -> None:
+    """Publish a gate verdict (`service.gate.GateVerdict`): value and pass/fail per rule."""
+    for check in verdict.checks:
+        if check.value is not None:
+            GATE_VALUE.labels(verdict.candidate, check.rule).set(check.value)
+        GATE_PASSED.labels(verdict.candidate, check.rule).set(int(check.passed))
+
 
 def declare_adapter(adapter: str, base_model: str) -> None:
     """Mark an adapter as loaded and create its traffic series at 0, so that rates and the

@@ -76,23 +76,49 @@ class ProbeScheduler:
         with contextlib.suppress(Exception):
             self._run_locked()
 
-    def _run_locked(self) -> dict:
-        from service import metrics
+    def _plan(self, adapters=None, split=None):
+        """A ProbeRun with the configured battery on `adapters` (default: base and all)."""
         from service.probes.runner import ProbeRun
         from service.vlm.protocol import SamplingParams
 
-        try:
-            probe_run = ProbeRun(
-                self.engine, probes=self.settings.probes, judge=self.panel,
-                per_probe=self.settings.probe_per_probe,
-                params=SamplingParams(max_tokens=self.settings.probe_max_tokens, temperature=0.0),
-                cache_dir=self.settings.home / "probe-cache", split=self.settings.probe_split,
-                best_of_n=self.settings.probe_best_of_n,
-                temperature=self.settings.probe_temperature,
-            )
-            logger.info("probe run started: %d attempts", probe_run.total)
-            for _ in probe_run:
+        return ProbeRun(
+            self.engine, adapters, probes=self.settings.probes, judge=self.panel,
+            per_probe=self.settings.probe_per_probe,
+            params=SamplingParams(max_tokens=self.settings.probe_max_tokens, temperature=0.0),
+            cache_dir=self.settings.home / "probe-cache", split=split or self.settings.probe_split,
+            best_of_n=self.settings.probe_best_of_n,
+            temperature=self.settings.probe_temperature,
+        )
+
+    def _drive(self, probe_run, behind_users: bool = True) -> None:
+        logger.info("probe run started: %d attempts", probe_run.total)
+        for _ in probe_run:
+            if behind_users:
                 self._yield_to_users()
+
+    def run_for(self, adapters: list[str | None], split: str):
+        """Run the battery on `adapters` now (the promotion gate), in this thread; the report
+        is returned, not published. 409 while another probe or gate run holds the engine.
+
+        Unlike scheduled runs it does not wait for idle time: under steady traffic there is
+        none, and an operator's promotion would never end. Its generations join the running
+        batches as one more row each (README "Rolling out an adapter" measures the cost)."""
+        if not self._running.acquire(blocking=False):
+            raise Conflict("a probe run or promotion gate is already in progress",
+                           code="probe_run_in_progress")
+        try:
+            probe_run = self._plan(adapters, split)
+            self._drive(probe_run, behind_users=False)
+            return probe_run.report
+        finally:
+            self._running.release()
+
+    def _run_locked(self) -> dict:
+        from service import metrics
+
+        try:
+            probe_run = self._plan()
+            self._drive(probe_run)
             summary = probe_run.report.to_dict(results=False)
             text = json.dumps(summary)
             for file in (self.kept_file, self.report_file):
@@ -116,10 +142,15 @@ class ProbeScheduler:
             time.sleep(0.02)
 
     def latest(self) -> dict:
-        if not self.report_file.is_file():
+        report = self.latest_or_none()
+        if report is None:
             raise NotFound("no probe run has finished since this server started",
                            code="no_probe_report")
-        return json.loads(self.report_file.read_text())
+        return report
+
+    def latest_or_none(self) -> dict | None:
+        """This server's last finished run (`None` before the first)."""
+        return json.loads(self.report_file.read_text()) if self.report_file.is_file() else None
 
 
 def _save(file: Path, text: str) -> None:

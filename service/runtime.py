@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from service.model_store import resolve_adapter_source
 from service.probe_scheduler import ProbeScheduler
 from service.probes.judges import KeywordRefusalJudge
 from service.probes.report import BASE, adapter_label
+from service.rollout import Rollout
 from service.schemas import (
     AdapterLoadRequest,
     AssistantMessage,
@@ -94,6 +96,7 @@ class Runtime:
         self._report_startup()
         self.refusals = KeywordRefusalJudge()
         self.probes = ProbeScheduler(self.engine, settings, run_folder)
+        self.rollout = Rollout(self.engine, settings, run_folder, self.probes)
         metrics.declare_probe_runs()
         for label in [BASE, *self.engine.adapter_names]:
             metrics.declare_adapter(label, settings.model_path)
@@ -118,6 +121,21 @@ class Runtime:
         logger.info("serving %s with adapters %s", self.settings.model_path,
                     self.engine.adapter_names)
 
+    def promote_at_startup(self) -> None:
+        """`CROSSGUARD_PROMOTE`: gate the named adapter in the background once ready; the
+        configured default serves until then, and stays if it fails."""
+        name = self.settings.promote
+        if name is None or not self.ready:
+            return
+
+        def gate() -> None:
+            try:
+                self.rollout.promote(name)
+            except CrossguardError as exc:
+                logger.error("start-up promotion of %r refused: %s", name, exc.message)
+
+        threading.Thread(target=gate, daemon=True, name="crossguard-promote").start()
+
     @property
     def ready(self) -> bool:
         """Ready once the model and every configured adapter are loaded (see allow_unsafe_base)."""
@@ -129,8 +147,14 @@ class Runtime:
         cards += [ModelCard(id=n, root=root, parent=base) for n in self.engine.adapter_names]
         return ModelList(data=cards)
 
-    def _select(self, model: str | None) -> tuple[str | None, str]:
-        adapter, served_as = resolve_adapter(model, self.settings, self.settings.model_path)
+    def _select(self, model: str | None, client: str | None) -> tuple[str | None, str]:
+        """The adapter for `model`; a request naming none gets the default or, for its share
+        of clients, the canary (`service.rollout`)."""
+        if model is None:
+            adapter = self.rollout.route(client)
+            served_as = adapter or self.settings.served_model_name
+        else:
+            adapter, served_as = resolve_adapter(model, self.settings, self.settings.model_path)
         if adapter in self.failed:
             if model is None and self.settings.allow_unsafe_base:
                 return None, self.settings.served_model_name
@@ -138,11 +162,12 @@ class Runtime:
                            "closed rather than answer without it", code="adapter_unavailable")
         return adapter, served_as
 
-    def chat(self, request: ChatCompletionRequest) -> ChatResult:
+    def chat(self, request: ChatCompletionRequest, client: str | None = None) -> ChatResult:
         """Run one chat request: the whole response, or (`stream=true`) its SSE events once
-        its choices are decoding (queue errors still come back as HTTP statuses)."""
+        its choices are decoding (queue errors still come back as HTTP statuses). `client`:
+        the key a canary keeps sticky (the `X-Crossguard-Client` header), else `user`."""
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
-        adapter, served_as = self._select(request.model)
+        adapter, served_as = self._select(request.model, client or request.user)
         params = to_sampling_params(request, self.settings)
         messages = to_messages(request, self.settings)
         headers = {"x-request-id": request_id, "x-crossguard-adapter": served_as}
@@ -197,6 +222,7 @@ class Runtime:
                          parent=self.settings.served_model_name)
 
     def remove_adapter(self, name: str) -> None:
+        self.rollout.guard_unload(name)
         self.engine.remove_adapter(name)
         metrics.retire_adapter(name, self.settings.model_path)
         logger.info("adapter %s unloaded at run time", name)

@@ -275,3 +275,12 @@ class ErrorInfo(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorInfo
+
+
+class CanaryRequest(_Model):
+    """POST /v1/rollout/canary: send a share of the requests naming no model to a candidate."""
+
+    candidate: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                                    description="A loaded adapter (not the base).")]
+    percent: Annotated[float, Field(gt=0, le=100, description="Share of un-named requests, "
+                                    "sticky per client (`user` or `X-Crossguard-Client`).")]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.gate import RULES, Thresholds
 from service.probes.splits import Split
 from service.vlm.folders import crossguard_home, default_model_path
 
@@ -154,6 +156,53 @@ class ServiceSettings(BaseSettings):
         description="Judge specs (`keyword`, `payload`, `classifier:PATH`, `guard:PATH`); empty "
         "picks payload+keyword for the demo model and keyword otherwise.",
     )
+    gate: Literal["on", "off"] = Field(
+        default="on",
+        description="Whether making an adapter the default first runs the promotion gate "
+        "(`service/gate.py`); `off` promotes unchecked and logs it at WARNING.",
+    )
+    gate_split: Split = Field(
+        default="validation",
+        description="Evaluation half the gate's probe run draws (the test half decides nothing).",
+    )
+    gate_max_family_asr: float = Field(
+        default=Thresholds.max_family_asr, ge=0, le=1,
+        description="Gate: highest attack success of any family × modality (best-of-N aside).")
+    gate_max_best_of_n_asr: float = Field(
+        default=Thresholds.max_best_of_n_asr, ge=0, le=1,
+        description="Gate: highest best-of-N attack success.")
+    gate_max_false_refusal: float = Field(
+        default=Thresholds.max_false_refusal, ge=0, le=1,
+        description="Gate: harmless look-alikes not answered as asked, worst modality.")
+    gate_max_accuracy_drop: float = Field(
+        default=Thresholds.max_accuracy_drop, ge=0, le=1,
+        description="Gate: look-alikes answered as asked, lost against the base model.")
+    gate_max_other_share: float = Field(
+        default=Thresholds.max_other_share, ge=0, le=1,
+        description="Gate: replies that neither complied nor refused.")
+    gate_max_regression: int = Field(
+        default=Thresholds.max_regression, ge=0,
+        description="Gate: more successful attempts than the current default in any family × "
+        "modality.")
+    gate_skip: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Gate rules turned off (comma-separated names from `service.gate.RULES`), "
+        "logged in every verdict as skipped; with a keyword judge alone `accuracy_drop` and "
+        "`other_share` measure nothing and fail until skipped.",
+    )
+    promote: str | None = Field(
+        default=None,
+        description="Adapter (one of `adapters`) made the default after start-up once it passes "
+        "the gate; `default_adapter` serves until then, and stays if it fails.",
+    )
+    canary_adapter: str | None = Field(
+        default=None,
+        description="Adapter that answers `canary_percent` % of the requests naming no model, "
+        "sticky per client (`user` field or `X-Crossguard-Client` header).",
+    )
+    canary_percent: float = Field(
+        default=0.0, ge=0, le=100, description="Share of un-named requests for `canary_adapter`."
+    )
     remote_image_domains: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Hosts from which `http(s)` image URLs may be fetched; empty refuses all "
@@ -177,12 +226,21 @@ class ServiceSettings(BaseSettings):
             parsed[name.strip()] = path.strip()
         return parsed
 
-    @field_validator("remote_image_domains", "probes", "probe_judges", "api_keys", mode="before")
+    @field_validator("remote_image_domains", "probes", "probe_judges", "api_keys", "gate_skip",
+                     mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("gate_skip")
+    @classmethod
+    def _known_rules(cls, rules: list[str]) -> list[str]:
+        unknown = sorted(set(rules) - set(RULES))
+        if unknown:
+            raise ValueError(f"gate_skip: unknown rules {unknown}; rules are {list(RULES)}")
+        return rules
 
     @field_validator("remote_image_domains")
     @classmethod
@@ -208,11 +266,23 @@ class ServiceSettings(BaseSettings):
                 f"default_adapter: {self.default_adapter!r} is not one of adapters "
                 f"{sorted(self.adapters)}"
             )
+        for name in ("promote", "canary_adapter"):
+            chosen = getattr(self, name)
+            if chosen is not None and chosen not in self.adapters:
+                raise ValueError(f"{name}: {chosen!r} is not one of adapters "
+                                 f"{sorted(self.adapters)}")
+        if (self.canary_adapter is None) != (self.canary_percent == 0):
+            raise ValueError("canary_adapter and canary_percent: set both or neither")
         if self.merge_adapter and len(self.adapters) != 1:
             raise ValueError("merge_adapter: needs exactly one entry in adapters")
         if self.default_max_tokens > self.max_tokens_cap:
             raise ValueError("default_max_tokens: must not exceed max_tokens_cap")
         return self
+
+    @property
+    def gate_limits(self) -> Thresholds:
+        """The gate's limits from the `gate_max_*` settings."""
+        return Thresholds(**{f.name: getattr(self, f"gate_{f.name}") for f in fields(Thresholds)})
 
     @property
     def model_path(self) -> str:

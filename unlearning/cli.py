@@ -3,7 +3,8 @@
     train     train a LoRA unlearning adapter from text-only data
     ablate    remove an adapter's false-refusal direction (a post-training weight edit)
     eval      probe ASR per family and modality + utility, base vs adapter
-    register  import an adapter folder into the BentoML model store
+    register  import an adapter folder into the BentoML model store (`--gate`: only if its
+              validation evaluation meets the service's promotion gate)
     table     merge several eval.json files (e.g. seeds) into one Markdown table and a chart
 
 A thin shell: `transformers.HfArgumentParser` turns the config dataclasses into the flags of
@@ -15,14 +16,18 @@ parsed flags back into configs, handed to `train`, `evaluate`, `register`. Multi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 from pathlib import Path
+from typing import get_args
 
 from transformers import HfArgumentParser
 
 from service.errors import CrossguardError
+from service.gate import RULES, Thresholds
+from service.probes.splits import Split
 from unlearning.atomic import describe
 from unlearning.config import (
     DataConfig,
@@ -33,6 +38,8 @@ from unlearning.config import (
     RunConfig,
     TrainConfig,
 )
+
+logger = logging.getLogger(__name__)
 
 TRAIN_GROUPS = {"run": RunConfig, "data": DataConfig, "lora": LoraSettings, "loss": LossConfig,
                 "optim": OptimConfig}
@@ -86,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("adapter", type=Path, help="adapter folder written by train")
     register.add_argument("--name", default=None, help="model-store name (default: the "
                           "folder name)")
+    _add_gate_flags(register)
     table = commands.add_parser("table", formatter_class=argparse.HelpFormatter,
                                 help="merge eval.json files into one Markdown table and a chart",
                                 description="Mean and range over several eval.json files: the "
@@ -95,6 +103,31 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--chart", type=Path, default=Path("table.png"),
                        help="where to write the chart (default: table.png)")
     return parser
+
+
+def _add_gate_flags(register: argparse.ArgumentParser) -> None:
+    """`--gate`, its half and one flag per `service.gate.Thresholds` field: the limits and
+    their defaults stay in service.gate, which the service's promotion reads too."""
+    gate = register.add_argument_group(
+        "promotion gate", "Register only if the adapter's latest evaluation on --gate-split "
+        "meets service.gate's rules, the base model of that evaluation as the reference. "
+        + Thresholds.__doc__)
+    gate.add_argument("--gate", action="store_true", help="judge the adapter before registering")
+    gate.add_argument("--gate-split", choices=get_args(Split), default="validation",
+                      help="evaluation half the gate reads (default: %(default)s; the test half "
+                      "is for reporting: README \"Evaluation protocol\")")
+    gate.add_argument("--gate-skip", nargs="+", choices=RULES, default=[], metavar="RULE",
+                      help="rules turned off, marked skipped in the verdict (as "
+                      "CROSSGUARD_GATE_SKIP): %(choices)s")
+    for field in dataclasses.fields(Thresholds):
+        default = getattr(Thresholds(), field.name)
+        gate.add_argument(f"--{field.name.replace('_', '-')}", type=type(default),
+                          default=default, metavar="LIMIT", help="(default: %(default)s)")
+
+
+def gate_limits(args: argparse.Namespace) -> Thresholds:
+    """The parsed threshold flags as `service.gate.Thresholds`."""
+    return Thresholds(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Thresholds)})
 
 
 def configs(args: argparse.Namespace, *types) -> tuple:
@@ -150,6 +183,10 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.command == "register":
         from unlearning.register import register
 
+        if args.gate:
+            _gate(args)
+        elif gate_limits(args) != Thresholds() or args.gate_skip:
+            raise ValueError("max_*, gate_skip: the gate's limits and rules need --gate")
         print(register(args.adapter, args.name))
     else:
         from unlearning.charts import seeds_chart
@@ -158,3 +195,21 @@ def _dispatch(args: argparse.Namespace) -> None:
         summaries = [json.loads(p.read_text()) for p in args.summaries]
         print(seeds_markdown(summaries))
         print(f"chart: {seeds_chart(summaries, args.chart)}", file=sys.stderr)
+
+
+def _gate(args: argparse.Namespace) -> None:
+    """Exit 1 unless the adapter passes the gate: one stderr line per failed rule, or one
+    saying which evaluation to run first; on a pass the verdict is logged."""
+    from unlearning.register import gate_verdict
+
+    try:
+        verdict = gate_verdict(args.adapter, args.gate_split, gate_limits(args), args.gate_skip)
+    except LookupError as exc:
+        print(exc.args[0], file=sys.stderr)
+        raise SystemExit(1) from None
+    for line in verdict.failures:
+        print(f"gate: {line}", file=sys.stderr)
+    if not verdict.passed:
+        raise SystemExit(1)
+    for check in verdict.checks:
+        logger.info("gate: %s: %s", check.rule, check.detail)

@@ -4,6 +4,10 @@ The store versions adapters and ships them inside a Bento; the service then name
 by tag (`CROSSGUARD_ADAPTERS=safety=safety:latest`, resolved by `service.model_store`). The
 adapter's crossguard.json becomes the model's metadata, and its key facts (base model,
 modality, loss, steps, latest ASRs) become labels, which `bentoml models list` can filter on.
+
+`register --gate` first judges the adapter's latest evaluation (the validation half's, by
+default) by the service's promotion gate (`service.gate`), so that an adapter the service would
+refuse to promote does not enter the store either.
 """
 
 from __future__ import annotations
@@ -11,8 +15,12 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
+from service.gate import GateVerdict, Measures, Thresholds, judge
+from service.probes.report import BASE
+from service.probes.splits import Split
 from service.vlm.folders import read_adapter_metadata
 from unlearning import checkpoints
 
@@ -51,6 +59,35 @@ def labels_of(metadata: dict) -> dict[str, str]:
                     if value is not None:
                         labels[f"asr_{judge}_{row['modality']}"] = f"{value:.4f}"
     return {k: str(v) for k, v in labels.items() if v is not None}
+
+
+def latest_evaluation(metadata: dict, split: Split) -> dict | None:
+    """The last evaluation on `split` in crossguard.json; an evaluation on the other half,
+    even a later one, is never read in its place (the test half decides nothing)."""
+    return next((e for e in reversed(metadata.get("evaluations", [])) if e.get("split") == split),
+                None)
+
+
+def gate_verdict(folder: str | Path, split: Split, limits: Thresholds,
+                 skip: Sequence[str] = ()) -> GateVerdict:
+    """The promotion gate on the adapter's latest `split` evaluation, against the base model
+    of that same evaluation. Offline there is no current default, so the base is the incumbent
+    too. `skip`: rules turned off, as `CROSSGUARD_GATE_SKIP` turns them off in the service.
+
+    Raises:
+        LookupError: when crossguard.json holds no evaluation on `split`: a gate never passes
+            on nothing measured.
+    """
+    metadata = read_adapter_metadata(folder)
+    summary = latest_evaluation(metadata, split)
+    if summary is None:
+        model = metadata.get("base_model", "MODEL")
+        raise LookupError(f"gate: {folder} has no {split} evaluation in crossguard.json; run "
+                          f"`python -m unlearning eval --model {model} --adapter {folder} "
+                          f"--split {split}` first")
+    base = Measures.from_evaluation(summary, BASE)
+    return judge(Measures.from_evaluation(summary, summary["adapter_name"]), base, base, limits,
+                 skip)
 
 
 def register(adapter: str | Path, name: str | None = None) -> str:

@@ -23,11 +23,17 @@ FINAL = {
     "crossguard_probe_runs_total": ("counter", ("status",)),
     "crossguard_probe_last_run_timestamp_seconds": ("gauge", ()),
     "crossguard_adapter_info": ("gauge", ("adapter", "base_model")),
+    "crossguard_adapter_promotions_total": ("counter", ("result",)),
+    "crossguard_default_adapter_info": ("gauge", ("adapter",)),
+    "crossguard_canary_share_ratio": ("gauge", ("candidate",)),
+    "crossguard_gate_value": ("gauge", ("candidate", "rule")),
+    "crossguard_gate_passed": ("gauge", ("candidate", "rule")),
 }
 METRICS = [metrics.CHAT_RESPONSES, metrics.GENERATED_TOKENS, metrics.PROBE_ASR,
            metrics.PROBE_FALSE_REFUSAL, metrics.PROBE_OUTCOMES, metrics.PROBE_RUNS,
            metrics.PROBE_LAST_RUN,
-           metrics.ADAPTER_INFO]
+           metrics.ADAPTER_INFO, metrics.PROMOTIONS, metrics.DEFAULT_ADAPTER,
+           metrics.CANARY_SHARE, metrics.GATE_VALUE, metrics.GATE_PASSED]
 
 
 def exported_names() -> set[str]:
@@ -50,6 +56,10 @@ def test_gauges_declare_how_workers_merge():
     assert metrics.PROBE_FALSE_REFUSAL._multiprocess_mode == "mostrecent"
     assert metrics.PROBE_LAST_RUN._multiprocess_mode == "max"
     assert metrics.ADAPTER_INFO._multiprocess_mode == "livemax"
+    assert metrics.DEFAULT_ADAPTER._multiprocess_mode == "livemax"
+    assert metrics.CANARY_SHARE._multiprocess_mode == "livemax"
+    assert metrics.GATE_VALUE._multiprocess_mode == "mostrecent"
+    assert metrics.GATE_PASSED._multiprocess_mode == "mostrecent"
 
 
 def value(name: str, **labels) -> float:

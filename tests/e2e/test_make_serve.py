@@ -12,6 +12,8 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -39,14 +41,17 @@ class Served(NamedTuple):
     log: Path
 
 
-@pytest.fixture(scope="module")
-def make_serve(tmp_path_factory):
+@contextmanager
+def make_serve_running(workdir: Path, **settings: str) -> Iterator[Served]:
+    """`make serve` as README says to run it (this environment's CROSSGUARD_* dropped, but
+    CROSSGUARD_HOME and `settings` kept), until ready; stopped on exit."""
     port = free_port()
-    log = tmp_path_factory.mktemp("make-serve") / "make-serve.log"
+    log = workdir / "make-serve.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CROSSGUARD_")}
     env["PORT"] = str(port)
     if "CROSSGUARD_HOME" in os.environ:
         env["CROSSGUARD_HOME"] = os.environ["CROSSGUARD_HOME"]
+    env.update(settings)
     with open(log, "wb") as out:
         process = subprocess.Popen(["make", "serve"], cwd=ROOT, env=env, stdout=out,
                                    stderr=subprocess.STDOUT, start_new_session=True)
@@ -62,6 +67,12 @@ def make_serve(tmp_path_factory):
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def make_serve(tmp_path_factory):
+    with make_serve_running(tmp_path_factory.mktemp("make-serve")) as served:
+        yield served
 
 
 def _ready(url: str) -> bool:
