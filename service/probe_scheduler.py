@@ -26,6 +26,10 @@ from service.vlm.folders import write_text_atomic
 
 logger = logging.getLogger("crossguard.probes")
 
+GATE_WAITS_S = 300.0
+"""Longest wait of a promotion gate for a probe run in progress (one takes about a minute on the
+demo, longer under traffic, which scheduled runs yield to)."""
+
 
 class ProbeScheduler:
     def __init__(self, engine, settings: ServiceSettings, run_folder: Path):
@@ -98,14 +102,15 @@ class ProbeScheduler:
 
     def run_for(self, adapters: list[str | None], split: str):
         """Run the battery on `adapters` now (the promotion gate), in this thread; the report
-        is returned, not published. 409 while another probe or gate run holds the engine.
+        is returned, not published. A scheduled run in progress is waited for (up to
+        `GATE_WAITS_S`, then 409): it starts a minute after start-up, when a newcomer promotes.
 
         Unlike scheduled runs it does not wait for idle time: under steady traffic there is
         none, and an operator's promotion would never end. Its generations join the running
         batches as one more row each (README "Rolling out an adapter" measures the cost)."""
-        if not self._running.acquire(blocking=False):
-            raise Conflict("a probe run or promotion gate is already in progress",
-                           code="probe_run_in_progress")
+        if not self._running.acquire(timeout=GATE_WAITS_S):
+            raise Conflict(f"a probe run held the engine for over {GATE_WAITS_S:.0f} s; try "
+                           "again", code="probe_run_in_progress")
         try:
             probe_run = self._plan(adapters, split)
             self._drive(probe_run, behind_users=False)

@@ -162,3 +162,22 @@ def test_the_schedule_survives_a_failed_run(engine, tmp_path, monkeypatch):
     finally:
         probes.stop()
     assert _failed_runs() >= failures + 3
+
+
+def test_a_gate_waits_for_a_probe_run_but_not_for_idle_time(engine, tmp_path, monkeypatch):
+    """`run_for` (the promotion gate) waits for a scheduled run instead of failing at once,
+    answers 409 only past `GATE_WAITS_S`, and never waits for idle time (its generations join
+    the users' batches: under steady traffic there is none)."""
+    import service.probe_scheduler as module
+
+    probes = scheduler(engine, tmp_path, probe_max_tokens=200)
+    assert probes.run_now(wait=False) is None
+    report = probes.run_for([None], "validation")  # waited for the scheduled-style run
+    assert report.split == "validation" and {r.adapter for r in report.results} == {"base"}
+    assert probes.latest()["finished_at"] is not None
+    monkeypatch.setattr(module, "GATE_WAITS_S", 0.05)
+    with probes._running, pytest.raises(Conflict, match="held the engine"):
+        probes.run_for([None], "validation")
+    monkeypatch.setattr(probes, "_yield_to_users",
+                        lambda: pytest.fail("the gate waited for idle time"))
+    assert probes.run_for(["refuse"], "validation").results  # never yields to users
