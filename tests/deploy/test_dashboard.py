@@ -71,6 +71,10 @@ def test_queries_only_use_exported_metrics():
          ["histogram_quantile(0.5,", "histogram_quantile(0.9,", "histogram_quantile(0.99,",
           "bentoml_service_request_duration_seconds_bucket"]),
         ("Generated tokens per second", ["rate(crossguard_generated_tokens_total"]),
+        ("Default adapter and canary share",
+         ["crossguard_default_adapter_info", "crossguard_canary_share_ratio"]),
+        ("Promotions by result", ["crossguard_adapter_promotions_total", "by (result)"]),
+        ("Last gate verdict by rule", ["crossguard_gate_value", "crossguard_gate_passed"]),
     ],
 )
 def test_required_panels(title, needles):

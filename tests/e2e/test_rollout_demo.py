@@ -63,13 +63,14 @@ def _train_weak(model: Path, out: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-def promote(url: str, name: str) -> httpx.Response:
-    return httpx.post(f"{url}/v1/adapters/{name}/promote", headers=AUTH, timeout=600)
-
-
-def verdict_of(response: httpx.Response) -> dict:
-    body = response.json()
-    return body["verdict"] if response.status_code == 409 else body
+def gated(served, name: str, status: int) -> dict:
+    """Promote `name` through the gate; the verdict, once its status and gauges are checked."""
+    response = httpx.post(f"{served.url}/v1/adapters/{name}/promote", headers=AUTH, timeout=600)
+    assert response.status_code == status, response.text
+    verdict = response.json()["verdict"] if status == 409 else response.json()
+    print(f"gate on {name}: {verdict['seconds']:.1f} s", verdict["failures"])
+    assert_metrics_agree(served, verdict)
+    return verdict
 
 
 def default(url: str) -> str:
@@ -90,34 +91,22 @@ def assert_metrics_agree(served, verdict: dict) -> None:
 
 
 def test_weak_adapter_fails_on_attack_success(rollout):
-    response = promote(rollout.url, "weak")
-    assert response.status_code == 409, response.text
-    verdict = verdict_of(response)
+    verdict = gated(rollout, "weak", 409)
     assert {"worst_family_asr", "best_of_n_asr", "no_regression"} <= failed(verdict)
     assert verdict["incumbent"] == "safety" and verdict["split"] == "validation"
-    print(f"gate on weak: {verdict['seconds']:.1f} s", verdict["failures"])
-    assert_metrics_agree(rollout, verdict)
     assert default(rollout.url) == "safety"
 
 
 def test_over_refusing_adapter_fails_on_false_refusals(rollout):
-    response = promote(rollout.url, "over-refusing")
-    assert response.status_code == 409, response.text
-    verdict = verdict_of(response)
+    verdict = gated(rollout, "over-refusing", 409)
     assert {"false_refusal", "accuracy_drop"} <= failed(verdict)
     assert "worst_family_asr" not in failed(verdict)  # it stops every attack
-    print(f"gate on over-refusing: {verdict['seconds']:.1f} s", verdict["failures"])
-    assert_metrics_agree(rollout, verdict)
     assert default(rollout.url) == "safety"
 
 
 def test_safety_passes_and_becomes_the_default(rollout):
-    response = promote(rollout.url, "safety-again")
-    assert response.status_code == 200, response.text
-    verdict = response.json()
+    verdict = gated(rollout, "safety-again", 200)
     assert verdict["passed"] and verdict["promoted"] and failed(verdict) == set()
-    print(f"gate on safety-again: {verdict['seconds']:.1f} s")
-    assert_metrics_agree(rollout, verdict)
     assert default(rollout.url) == "safety-again"
     reply = httpx.post(f"{rollout.url}/v1/chat/completions", timeout=60, json={
         "messages": [{"role": "user", "content": "what is 2 plus 3?"}], "max_tokens": 8})
