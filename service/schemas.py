@@ -282,5 +282,6 @@ class CanaryRequest(_Model):
 
     candidate: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
                                     description="A loaded adapter (not the base).")]
-    percent: Annotated[float, Field(gt=0, le=100, description="Share of un-named requests, "
-                                    "sticky per client (`user` or `X-Crossguard-Client`).")]
+    percent: Annotated[float, Field(ge=0.01, le=100, description="Share of un-named requests "
+                                    "(0.01 to 100), sticky per client (`user` or "
+                                    "`X-Crossguard-Client`).")]

@@ -116,3 +116,29 @@ def test_safety_passes_and_becomes_the_default(rollout):
     assert promotions[(("result", "promoted"),)] == 1
     page = httpx.get(f"{rollout.url}/v1/probes/report.html", headers=AUTH, timeout=10).text
     assert "safety-again" in page and "PASSED" in page
+
+
+def test_a_canary_on_make_serve_routes_its_share_sticky_per_client(rollout):
+    """After the promotion above: a quarter of the requests that name no model, keyed by the
+    OpenAI `user` field, go to the weak candidate; a client stays on its side; rollback ends
+    it. 200 clients: 25 % ± 3.1 points (binomial sd), bounds at ± 2.9 sd."""
+    started = httpx.post(f"{rollout.url}/v1/rollout/canary", headers=AUTH, timeout=10,
+                         json={"candidate": "weak", "percent": 25})
+    assert started.status_code == 200, started.text
+
+    def served_by(user: str) -> str:
+        response = httpx.post(f"{rollout.url}/v1/chat/completions", timeout=60, json={
+            "user": user, "max_tokens": 1,
+            "messages": [{"role": "user", "content": "what is 2 plus 3?"}]})
+        assert response.status_code == 200, response.text
+        return response.headers["x-crossguard-adapter"]
+
+    first = {f"client-{i}": served_by(f"client-{i}") for i in range(200)}
+    share = sum(a == "weak" for a in first.values()) / len(first)
+    assert 0.16 <= share <= 0.34, share
+    assert set(first.values()) == {"weak", "safety-again"}
+    assert {u: served_by(u) for u in list(first)[:30]} == {u: first[u] for u in list(first)[:30]}
+    assert samples(rollout, "crossguard_canary_share_ratio")[(("candidate", "weak"),)] == 0.25
+    ended = httpx.post(f"{rollout.url}/v1/rollout/canary/rollback", headers=AUTH, timeout=10)
+    assert ended.status_code == 200 and ended.json()["canary"] is None
+    assert {served_by(u) for u in list(first)[:30]} == {"safety-again"}
