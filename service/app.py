@@ -98,7 +98,6 @@ class CrossGuard:
         require_admin(settings, authorization)
         return self.runtime.probes.latest()
 
-
     @openai_app.post("/adapters/{name}/promote")
     def promote_adapter(self, name: str, authorization: str | None = Header(default=None)):
         """Make `name` the default once it passes the promotion gate: 200 with the verdict,

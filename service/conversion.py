@@ -105,11 +105,10 @@ def to_sampling_params(request: ChatCompletionRequest, settings: ServiceSettings
 
 
 def resolve_adapter(
-    model: str | None, settings: ServiceSettings, base_model_id: str
+    model: str, settings: ServiceSettings, base_model_id: str
 ) -> tuple[str | None, str]:
-    """Map the request's `model` to `(adapter or None for base, name to echo back)`."""
-    if model is None:
-        return settings.default_adapter, settings.default_adapter or settings.served_model_name
+    """Map a request's named `model` to `(adapter or None for base, name to echo back)`; a
+    request naming none is routed by `service.rollout` (the default may have been promoted)."""
     if model in (settings.served_model_name, base_model_id):
         return None, model
     return model, model

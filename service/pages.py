@@ -10,12 +10,11 @@ in fonts large enough to read there). Every string is escaped: model replies are
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from html import escape
 
 from service.probes.outcomes import OUTCOMES
-from service.probes.report import BASE, pct
+from service.probes.report import BASE, pct, utc_time
 
 ROLE_COLOURS = {"base": "#7f7f7f", "default": "#1f77b4", "candidate": "#ff7f0e"}
 """Bar colour per role in the verdict's chart, alike on every page so colours can be learnt."""
@@ -76,11 +75,11 @@ def render_report_page(report: dict | None, verdict: dict | None, now: float) ->
 
 def _header(report: dict | None, now: float) -> str:
     facts = [] if report is None else [
-        ("model", report["model"]), ("last probe run finished", _utc(report["finished_at"])),
+        ("model", report["model"]), ("last probe run finished", utc_time(report["finished_at"])),
         ("split", report["split"] or "unsplit")]
     note = f"<p>{NO_RUN}</p>" if report is None else ""
     return (f"<header><h1>crossguard probe report</h1>{note}"
-            f"{_facts([*facts, ('generated at', _utc(now))])}</header>")
+            f"{_facts([*facts, ('generated at', utc_time(now))])}</header>")
 
 
 def _verdict_section(verdict: dict) -> str:
@@ -100,7 +99,7 @@ def _verdict_facts(verdict: dict) -> list[tuple[str, str]]:
     return [("candidate", verdict["candidate"]),
             ("incumbent (current default)", verdict["incumbent"]),
             ("split", verdict.get("split") or "unsplit"),
-            ("finished", _utc(verdict["finished_at"])),
+            ("finished", utc_time(verdict["finished_at"])),
             ("took", f"{verdict['seconds']:.1f} s")]
 
 
@@ -281,7 +280,3 @@ def _row(cells: Sequence[str], failed: bool) -> str:
     cls = ' class="fail"' if failed else ""
     return f"<tr{cls}>" + "".join(f"<td>{escape(cell)}</td>" for cell in cells) + "</tr>"
 
-
-def _utc(timestamp: float | None) -> str:
-    return "n/a" if timestamp is None else time.strftime("%Y-%m-%d %H:%M:%S UTC",
-                                                         time.gmtime(timestamp))

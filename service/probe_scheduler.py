@@ -127,7 +127,7 @@ class ProbeScheduler:
             summary = probe_run.report.to_dict(results=False)
             text = json.dumps(summary)
             for file in (self.kept_file, self.report_file):
-                _save(file, text)
+                save_text(file, text)
             metrics.record_probe_report(probe_run.report)
             logger.info("probe run finished in %.1fs", time.time() - probe_run.report.started_at)
             return summary
@@ -155,11 +155,17 @@ class ProbeScheduler:
 
     def latest_or_none(self) -> dict | None:
         """This server's last finished run (`None` before the first)."""
-        return json.loads(self.report_file.read_text()) if self.report_file.is_file() else None
+        return read_saved(self.report_file)
 
 
-def _save(file: Path, text: str) -> None:
-    """Write atomically; a write error (a full disk reports none) names the file."""
+def read_saved(file: Path) -> dict | None:
+    """A JSON file `save_text` wrote; `None` while there is none."""
+    return json.loads(file.read_text()) if file.is_file() else None
+
+
+def save_text(file: Path, text: str) -> None:
+    """Write atomically (probe reports, gate verdicts); a write error (a full disk reports
+    none) names the file."""
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(file, text)

@@ -25,9 +25,9 @@ from pathlib import Path
 from service import metrics
 from service.errors import BadRequest, Conflict, CrossguardError, NotFound
 from service.gate import Measures, judge
+from service.probe_scheduler import read_saved, save_text
 from service.probes.report import BASE, adapter_label
 from service.settings import ServiceSettings
-from service.vlm.folders import write_text_atomic
 
 logger = logging.getLogger("crossguard.rollout")
 
@@ -166,8 +166,7 @@ class Rollout:
     def _save(self, verdict: dict) -> dict:
         text = json.dumps(verdict)
         for file in self.verdict_files:
-            file.parent.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(file, text)
+            save_text(file, text)
         return verdict
 
     def _apply(self, name: str, verdict: dict, result: str) -> dict:
@@ -188,8 +187,7 @@ class Rollout:
 
     def latest_or_none(self) -> dict | None:
         """This server's last verdict (`None` before the first)."""
-        file = self.verdict_files[0]
-        return json.loads(file.read_text()) if file.is_file() else None
+        return read_saved(self.verdict_files[0])
 
     def start_canary(self, name: str, percent: float) -> dict:
         self._loaded(name, "canary")

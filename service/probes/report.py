@@ -229,7 +229,7 @@ class Report:
         lines = [
             f"# Probe report: {self.model}",
             "",
-            f"Started {_when(self.started_at)}, took {self.duration:.1f} s; "
+            f"Started {utc_time(self.started_at)}, took {self.duration:.1f} s; "
             f"{len(self.results)} attempts on the {self.split or 'unsplit'} half. Verdict: the "
             "first judge with a score, in the order "
             + ", ".join(f"`{j}` ({d})" if d != j else f"`{j}`" for j, d in self.judges.items())
@@ -333,5 +333,8 @@ def _quote(text: str, limit: int = 240) -> str:
     return "`" + flat.replace("`", "'") + "`"
 
 
-def _when(timestamp: float) -> str:
+def utc_time(timestamp: float | None) -> str:
+    """A timestamp as people read it in reports and the operator page (`n/a`: none)."""
+    if timestamp is None:
+        return "n/a"
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
