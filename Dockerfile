@@ -1,8 +1,10 @@
 # GPU image: CUDA runtime + the pinned Python stack, `bentoml serve` as a non-root user.
-#   docker build -t crossguard .
+#   docker build -t crossguard .                              # the torch engine
+#   docker build --build-arg ENGINE=vllm -t crossguard-vllm .  # vLLM (README "Engines")
 #   docker run --gpus all -p 3000:3000 -e CROSSGUARD_MODEL=llava-hf/llava-1.5-7b-hf \
 #     -e CROSSGUARD_ADAPTERS=safety=/adapters/safety -v $PWD/adapters:/adapters:ro crossguard
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+ARG ENGINE=torch
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -16,7 +18,8 @@ ENV DEBIAN_FRONTEND=noninteractive \
     CROSSGUARD_HOME=/home/crossguard/crossguard \
     CROSSGUARD_DEVICE=auto \
     CROSSGUARD_DTYPE=auto \
-    CROSSGUARD_CPU_THREADS=0
+    CROSSGUARD_CPU_THREADS=0 \
+    CROSSGUARD_ENGINE=$ENGINE
 
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv curl ca-certificates \
@@ -28,10 +31,15 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY service ./service
 COPY unlearning ./unlearning
+COPY deploy/vllm/requirements.py ./deploy/vllm/requirements.py
 # On Linux x86_64, PyPI's torch==2.13.0 is the CUDA build; torchvision enables the Qwen2-VL and
-# SmolVLM processors.
+# SmolVLM processors. vLLM pins an older transformers: ENGINE=vllm takes vLLM's and the
+# project's other pins (deploy/vllm/requirements.py), then the project without dependencies.
 RUN pip install --upgrade pip \
-    && pip install . torchvision==0.28.0
+    && if [ "$ENGINE" = vllm ]; then \
+         python3 deploy/vllm/requirements.py --gpu --no-test > /tmp/requirements.txt \
+         && pip install -r /tmp/requirements.txt && pip install --no-deps . ; \
+       else pip install . torchvision==0.28.0 ; fi
 
 USER crossguard
 EXPOSE 3000

@@ -1,15 +1,19 @@
-"""Load: batched vs one-at-a-time decoding, side by side, against real `bentoml serve`s.
+"""Load, side by side against real `bentoml serve`s: batched vs one-at-a-time decoding on one
+engine (`--engine torch`, the default, or `--engine vllm`), or the two engines against each
+other (`--engine vllm torch`, both batching 16 rows: ratios are vLLM ÷ torch).
 
 Two servers run at once, one per mode (`CROSSGUARD_MAX_BATCH_SIZE` 16, and 1 for
-one-at-a-time), each with the demo model and its `safety` adapter. N closed-loop clients (1, 4,
-16) send text requests, image requests, and text requests alternating between the base model
-and the adapter (mixed adapters); each cell is measured `--repeats` times per mode, the modes
-interleaved. Every reply is exactly `--max-tokens` tokens (`min_tokens`), so the modes do the
-same work. Prints throughput, p50/p95 latency, the ratios (pooled, and the worst repeat's),
-back-pressure, lost requests and each server's peak RSS (its whole process tree). With
-`--check` it then exits 1 when a goal (the constants below) is missed or none could be checked.
+one-at-a-time; or one per engine), each with the demo model and its `safety` adapter. N
+closed-loop clients (1, 4, 16) send text requests, image requests, and text requests alternating
+between the base model and the adapter (mixed adapters); each cell is measured `--repeats`
+times per mode, the modes interleaved. Every reply is exactly `--max-tokens` tokens
+(`min_tokens`), so the modes do the same work. Prints throughput, p50/p95 latency, the ratios
+(pooled, and the worst repeat's), back-pressure, lost requests and each server's peak RSS (its
+whole process tree). With `--check` (one engine) it then exits 1 when a goal (the constants
+below) is missed or none could be checked.
 
-    python -m bench.load --adapter PATH [--model PATH] [--seconds 8] [--repeats 4] [--check]
+    python -m bench.load --adapter PATH [--model PATH] [--engine torch|vllm|vllm torch]
+                         [--vllm-engine-args JSON] [--seconds 8] [--repeats 4] [--check]
 """
 
 from __future__ import annotations
@@ -154,7 +158,26 @@ def _measure(url: str, bodies: list[bytes], clients: int, seconds: float) -> dic
     }
 
 
-MODES = {"batched": 16, "one-at-a-time": 1}
+VLLM_KV_CACHE_GIB = "2"
+"""vLLM's CPU KV cache for the bench (`VLLM_CPU_KVCACHE_SPACE`): its default takes most of the
+machine's memory, which the torch server beside it needs."""
+
+
+def modes(engines: list[str], vllm_args: str = "{}") -> dict[str, dict[str, str]]:
+    """Each compared server's settings, the numerator of the ratios first: batched and
+    one-at-a-time on one engine, or each engine batching 16 rows. `vllm_args` is the vLLM
+    servers' `CROSSGUARD_VLLM_ENGINE_ARGS`."""
+    def engine(name: str) -> dict[str, str]:
+        if name == "torch":
+            return {"CROSSGUARD_ENGINE": name}
+        return {"CROSSGUARD_ENGINE": name, "CROSSGUARD_VLLM_ENGINE_ARGS": vllm_args,
+                "VLLM_CPU_KVCACHE_SPACE": VLLM_KV_CACHE_GIB}
+
+    if len(engines) == 1:
+        return {"batched": {**engine(engines[0]), "CROSSGUARD_MAX_BATCH_SIZE": "16"},
+                "one-at-a-time": {**engine(engines[0]), "CROSSGUARD_MAX_BATCH_SIZE": "1"}}
+    return {name: {**engine(name), "CROSSGUARD_MAX_BATCH_SIZE": "16"} for name in engines}
+
 
 POOLED_MIN_THROUGHPUT = 5.0
 """Batched ÷ one-at-a-time throughput at 16 clients, pooled over the repeats: batching earns its
@@ -218,14 +241,15 @@ def summarise(cells: dict[tuple, dict[str, list[dict]]]) -> list[dict]:
     and `check_goals` read the same numbers."""
     rows = []
     for (workload, clients), runs in cells.items():
-        b, a = _pooled(runs["batched"]), _pooled(runs["one-at-a-time"])
-        pairs = list(zip(runs["batched"], runs["one-at-a-time"], strict=True))
+        first, second = runs  # the numerator's mode, then the denominator's
+        b, a = _pooled(runs[first]), _pooled(runs[second])
+        pairs = list(zip(runs[first], runs[second], strict=True))
         rows.append(
             {
                 "workload": workload,
                 "clients": clients,
-                "batched": b,
-                "one-at-a-time": a,
+                first: b,
+                second: a,
                 "throughput": b["throughput"] / a["throughput"],
                 "worst throughput": min(x["throughput"] / y["throughput"] for x, y in pairs),
                 "p50": b["p50"] / a["p50"],
@@ -295,37 +319,38 @@ def measure_servers(args) -> tuple[dict, dict]:
     """Start both servers and measure every cell on them (see `_interleaved`)."""
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         servers = {}
-        for mode, batch_size in MODES.items():
+        for mode, settings in modes(args.engine, args.vllm_engine_args).items():
             workdir = Path(tmp) / mode
             workdir.mkdir()
             servers[mode] = stack.enter_context(
                 BentoServer(
                     {
                         "CROSSGUARD_MODEL": args.model,
-                        "CROSSGUARD_MAX_BATCH_SIZE": str(batch_size),
                         "CROSSGUARD_ADAPTERS": f"safety={args.adapter}",
                         "CROSSGUARD_MAX_WAITING": "64",
+                        **settings,
                     },
                     workdir,
+                    timeout_s=600,
                 )
             )
         return _interleaved(args, servers)
 
 
-def _print_table(args, rows: list[dict]) -> None:
+def _print_table(args, rows: list[dict], first: str, second: str) -> None:
     print(
-        f"\nmodel={args.model} max_tokens={args.max_tokens} (fixed) "
-        f"{args.repeats} x {args.seconds:.0f} s per cell and mode, interleaved, "
+        f"\nmodel={args.model} engine={' vs '.join(args.engine)} max_tokens={args.max_tokens} "
+        f"(fixed) {args.repeats} x {args.seconds:.0f} s per cell and mode, interleaved, "
         f"image={args.image_side}px"
     )
     print(
-        "| workload | clients | batched req/s | one-at-a-time req/s | throughput ratio "
-        "(worst repeat) | batched p50 / p95 ms | one-at-a-time p50 / p95 ms "
+        f"| workload | clients | {first} req/s | {second} req/s | throughput ratio "
+        f"(worst repeat) | {first} p50 / p95 ms | {second} p50 / p95 ms "
         "| p50 ratio (worst repeat) |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
-        b, a = row["batched"], row["one-at-a-time"]
+        b, a = row[first], row[second]
         print(
             f"| {row['workload']} | {row['clients']} | {b['throughput']:.2f} "
             f"| {a['throughput']:.2f} "
@@ -344,6 +369,11 @@ def main() -> None:
         required=True,
         help="the safety adapter folder (`python -m unlearning.demo safety` prints it)",
     )
+    parser.add_argument("--engine", nargs="+", choices=["torch", "vllm"], default=["torch"],
+                        help="one engine: batched vs one-at-a-time on it; two: the engines "
+                             "side by side, the first the ratios' numerator")
+    parser.add_argument("--vllm-engine-args", default="{}",
+                        help="JSON for the vLLM servers' CROSSGUARD_VLLM_ENGINE_ARGS")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--repeats", type=int, default=4)
@@ -355,14 +385,18 @@ def main() -> None:
         help="exit 1 when a load goal is missed, or none could be checked",
     )
     args = parser.parse_args()
+    if len(args.engine) > 1 and (args.check or len(set(args.engine)) != len(args.engine)):
+        parser.error("two different engines compare side by side; --check holds batching "
+                     "goals, for one engine")
 
     cells, peaks = measure_servers(args)
     rows = summarise(cells)
-    _print_table(args, rows)
+    first, second = peaks
+    _print_table(args, rows, first, second)
     every = [r for runs in cells.values() for rs in runs.values() for r in rs]
     print(
-        f"\npeak RSS (whole process tree): batched {peaks['batched'] / 2**20:.0f} MiB, "
-        f"one-at-a-time {peaks['one-at-a-time'] / 2**20:.0f} MiB; "
+        "\npeak RSS (whole process tree): "
+        + ", ".join(f"{mode} {peak / 2**20:.0f} MiB" for mode, peak in peaks.items()) + "; "
         f"429/503 answers {sum(r['shed'] for r in every)}; "
         f"lost or 5xx {sum(r['lost'] + r['errors'] for r in every)}"
     )

@@ -1,8 +1,9 @@
 """What the HTTP service adds on top of generating: p50 latency ratio, measured side by side.
 
 Three paths on the same prompt, settings and thread count, interleaved round by round so that
-machine noise hits them alike: raw `model.generate`, `VLMEngine.generate` (prompt building,
-adapter selection, decoding) and `POST /v1/chat/completions` on a real `bentoml serve`.
+machine noise hits them alike: raw `model.generate` (the model loaded on its own, as the engine
+loads it), `VLMEngine.generate` (prompt building, adapter selection, decoding) and
+`POST /v1/chat/completions` on a real `bentoml serve`.
 
     python -m bench.serve_overhead [--model PATH] [--tokens 32] [--rounds 30]
 """
@@ -21,6 +22,7 @@ import torch
 from bench.server import BentoServer
 from service.settings import ServiceSettings
 from service.vlm.engine import VLMEngine
+from service.vlm.loading import load_vlm
 from service.vlm.messages import Message
 from service.vlm.prompts import encode
 from service.vlm.protocol import SamplingParams
@@ -47,12 +49,13 @@ def main() -> None:
     engine = VLMEngine.from_pretrained(args.model)
     params = SamplingParams(max_tokens=args.tokens, min_tokens=args.tokens, temperature=0.0)
     messages = [Message.of("user", PROMPT)]
-    inputs = encode(engine.processor, messages).to(engine.model.device)
+    model, processor, _ = load_vlm(str(args.model), device="cpu")
+    inputs = encode(processor, messages).to(model.device)
     gen_kwargs = {"max_new_tokens": args.tokens, "min_new_tokens": args.tokens, "do_sample": False}
 
     def raw() -> int:
         with torch.inference_mode():
-            output = engine.model.generate(**inputs, **gen_kwargs)
+            output = model.generate(**inputs, **gen_kwargs)
         return output.shape[1] - inputs["input_ids"].shape[1]
 
     def direct() -> int:

@@ -16,6 +16,9 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+VLLM_PYTHON = Path(os.environ.get("CROSSGUARD_VLLM_PYTHON", ROOT / ".venv-vllm" / "bin" / "python"))
+"""The vLLM CPU environment's interpreter (`make vllm-env`): vLLM pins an older transformers than
+the project, so a server on `CROSSGUARD_ENGINE=vllm` runs from its own venv here."""
 
 
 def free_port() -> int:
@@ -28,7 +31,8 @@ class BentoServer:
     """`bentoml serve` of the service in its own process group.
 
     Entering waits until `until` (`/readyz`, or `/livez` for a server expected to stay
-    not-ready) answers 200.
+    not-ready) answers 200. A server whose environment says `CROSSGUARD_ENGINE=vllm` (its own
+    `env`, or this process's) runs from `VLLM_PYTHON`, which has vLLM installed.
     """
 
     def __init__(self, env: dict[str, str], workdir: Path, timeout_s: float = 120.0,
@@ -47,10 +51,14 @@ class BentoServer:
             **env,
         }
         self.timeout_s = timeout_s
+        self.engine = self.env.get("CROSSGUARD_ENGINE", "torch")
+        self.python = str(VLLM_PYTHON) if self.engine == "vllm" else sys.executable
+        if self.engine == "vllm" and not VLLM_PYTHON.is_file():
+            raise FileNotFoundError(f"{VLLM_PYTHON} is missing: `make vllm-env` installs vLLM")
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> BentoServer:
-        cmd = [sys.executable, "-m", "bentoml", "serve", "service.app:CrossGuard",
+        cmd = [self.python, "-m", "bentoml", "serve", "service.app:CrossGuard",
                "--host", "127.0.0.1", "--port", str(self.port)]
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=self._log,

@@ -40,7 +40,7 @@ from service.schemas import (
 from service.settings import ServiceSettings
 from service.streaming import sse_events
 from service.vlm.messages import modality
-from service.vlm.protocol import Stream
+from service.vlm.protocol import Engine, Stream
 
 logger = logging.getLogger("crossguard")
 audit = logging.getLogger("crossguard.audit")
@@ -60,6 +60,30 @@ def configure_logging(level: str) -> None:
             root.propagate = False
 
 
+def open_engine(settings: ServiceSettings) -> Engine:
+    """The engine `CROSSGUARD_ENGINE` names, with the service's limits; adapters come after."""
+    limits = {"max_prompt_tokens": settings.max_prompt_tokens,
+              "generation_timeout_s": settings.generation_timeout_s,
+              "default_max_tokens": settings.default_max_tokens}
+    if settings.engine == "vllm":
+        from service.vlm.vllm_engine import VLLMEngine
+
+        return VLLMEngine(settings.model_path, cache=settings.home / "vllm-models",
+                          dtype=settings.dtype, max_batch_size=settings.max_batch_size,
+                          max_waiting=settings.max_waiting,
+                          wait_timeout_s=settings.queue_timeout_s,
+                          engine_args=settings.vllm_engine_args, **limits)
+    from service.vlm.admission import Admission
+    from service.vlm.engine import VLMEngine
+    from service.vlm.loading import configure_cpu_threads
+
+    configure_cpu_threads(settings.cpu_threads)
+    return VLMEngine.from_pretrained(
+        settings.model_path, device=settings.device, dtype=settings.dtype,
+        admission=Admission(settings.max_waiting, settings.queue_timeout_s,
+                            settings.max_batch_size, settings.batch_wait_ms / 1000), **limits)
+
+
 @dataclass
 class ChatResult:
     """What `Runtime.chat` produced; `service/app.py` turns it into the HTTP response."""
@@ -73,21 +97,9 @@ class ChatResult:
 class Runtime:
     def __init__(self, settings: ServiceSettings, run_folder: Path):
         """`run_folder`: this server's own folder (`service.instance.instance_dir`)."""
-        from service.vlm.admission import Admission
-        from service.vlm.engine import VLMEngine
-        from service.vlm.loading import configure_cpu_threads
-
         configure_logging(settings.log_level)
         self.settings = settings
-        configure_cpu_threads(settings.cpu_threads)
-        self.engine = VLMEngine.from_pretrained(
-            settings.model_path, device=settings.device, dtype=settings.dtype,
-            max_prompt_tokens=settings.max_prompt_tokens,
-            admission=Admission(settings.max_waiting, settings.queue_timeout_s,
-                                settings.max_batch_size, settings.batch_wait_ms / 1000),
-            generation_timeout_s=settings.generation_timeout_s,
-            default_max_tokens=settings.default_max_tokens,
-        )
+        self.engine: Engine = open_engine(settings)
         self.failed: dict[str, str] = {}
         for name, source in settings.adapters.items():
             self._load_configured(name, source)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import fields
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -13,6 +13,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from service.gate import RULES, Thresholds
 from service.probes.splits import Split
 from service.vlm.folders import crossguard_home, default_model_path
+
+TORCH_ENGINE_ONLY = frozenset({"device", "cpu_threads", "batch_wait_ms", "merge_adapter"})
+"""Settings of the torch engine's own loading and batching; vLLM schedules and places itself."""
 
 
 class ServiceSettings(BaseSettings):
@@ -75,6 +78,17 @@ class ServiceSettings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Level of the `crossguard` loggers."
+    )
+    engine: Literal["torch", "vllm"] = Field(
+        default="torch", description="`torch`: Hugging Face `generate` with the service's own "
+        "batching, any VLM, CPU or GPU; `vllm`: vLLM's async engine (install its extra; "
+        "README \"Engines\")."
+    )
+    vllm_engine_args: dict[str, Any] = Field(
+        default_factory=dict, description="JSON object passed to vLLM's `AsyncEngineArgs` "
+        "(e.g. `{\"gpu_memory_utilization\": 0.9, \"enforce_eager\": true}`); the service "
+        "sets `model`, `max_num_seqs` (`max_batch_size`), `enable_lora`, `max_lora_rank` "
+        "(64) and `dtype` unless named here."
     )
     device: str = Field(default="auto", description="`auto`, `cpu`, `cuda` or `cuda:N`.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
@@ -253,6 +267,18 @@ class ServiceSettings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("admin_token: use at least 16 characters")
         return value
+
+    @model_validator(mode="after")
+    def _check_engine_settings(self) -> ServiceSettings:
+        """Settings one engine cannot honour are refused, never ignored."""
+        if self.engine == "vllm":
+            torch_only = sorted(TORCH_ENGINE_ONLY & self.model_fields_set)
+            if torch_only:
+                raise ValueError(f"{', '.join(torch_only)}: torch-engine settings; with "
+                                 "engine=vllm set vLLM's own through vllm_engine_args")
+        elif self.vllm_engine_args:
+            raise ValueError("vllm_engine_args: set engine=vllm to use vLLM")
+        return self
 
     @model_validator(mode="after")
     def _check_adapters(self) -> ServiceSettings:

@@ -79,7 +79,8 @@ def test_a_partial_run_checks_what_it_measured_and_names_the_rest():
 
 
 def _main(monkeypatch, cells: dict, *flags: str) -> None:
-    monkeypatch.setattr(load, "measure_servers", lambda args: (cells, dict.fromkeys(load.MODES, 0)))
+    monkeypatch.setattr(load, "measure_servers",
+                        lambda args: (cells, dict.fromkeys(load.modes(args.engine), 0)))
     monkeypatch.setattr(sys, "argv", ["bench.load", "--adapter", "unused", *flags])
     load.main()
 
@@ -114,3 +115,16 @@ def test_without_check_a_miss_only_prints_the_table(monkeypatch, capsys):
     _main(monkeypatch, _cells(worse={("image", 16): [_run(44, 0.1), _run(44, 0.1)]}))
     out = capsys.readouterr().out
     assert "| image | 16 |" in out and "missed" not in out
+
+
+def test_two_engines_compare_side_by_side_and_refuse_the_batching_check(monkeypatch, capsys):
+    assert list(load.modes(["vllm", "torch"])) == ["vllm", "torch"]
+    assert load.modes(["vllm"])["one-at-a-time"]["CROSSGUARD_ENGINE"] == "vllm"
+    cells = {key: {"vllm": runs["batched"], "torch": runs["one-at-a-time"]}
+             for key, runs in _cells().items()}
+    _main(monkeypatch, cells, "--engine", "vllm", "torch")
+    out = capsys.readouterr().out
+    assert "| vllm req/s | torch req/s |" in out and "| text | 16 | 60.00 | 10.00 | 6.00x" in out
+    with pytest.raises(SystemExit) as exit_:
+        _main(monkeypatch, cells, "--engine", "vllm", "torch", "--check")
+    assert exit_.value.code == 2

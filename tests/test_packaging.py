@@ -61,3 +61,22 @@ def test_product_and_benches_never_import_tests():
         if (bad := {m for m in _imported_modules(path) if m == "tests" or m.startswith("tests.")})
     }
     assert not offenders
+
+
+def test_the_vllm_bento_and_image_take_vllms_pins_and_the_projects_others():
+    """vLLM pins its own transformers: the vLLM Bento lists exactly what
+    deploy/vllm/requirements.py prints for GPUs, and the image installs from that script."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("vllm_requirements",
+                                                  ROOT / "deploy" / "vllm" / "requirements.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    expected = module.requirements(ROOT / "pyproject.toml", gpu=True, test=False)
+    bentofile = yaml.safe_load((ROOT / "bentofile.vllm.yaml").read_text())
+    assert bentofile["python"]["packages"] == expected
+    assert {"name": "CROSSGUARD_ENGINE", "value": "vllm"} in bentofile["envs"]
+    assert "transformers" not in " ".join(expected) and expected[0].startswith("vllm==")
+    run = " ".join(" ".join(c.value) for c in dockerfile.parse_file(str(ROOT / "Dockerfile"))
+                   if c.cmd == "RUN")
+    assert "deploy/vllm/requirements.py --gpu" in run

@@ -20,9 +20,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from service.probes.context import probe_context
 from service.probes.outcomes import OUTCOMES
 from service.probes.report import adapter_label
 from service.vlm.folders import ModelFolder, read_adapter_metadata, write_adapter_metadata
+from service.vlm.protocol import Engine
 from unlearning.batching import Typography, messages_for
 from unlearning.config import EvalConfig
 from unlearning.data import MAPPINGS, Example, detect_format, read_rows
@@ -118,13 +120,19 @@ def served_reply(engine, example, typography: Typography, params,
                            adapter=adapter).text
 
 
+def typography_for(engine: Engine) -> Typography:
+    """The probes' drawing of prompts for a served engine (`service.probes.context`), under the
+    model folder's image prompt, as training drew them."""
+    return Typography(probe_context(engine), ModelFolder(engine.base_model_id).image_prompt())
+
+
 def score_utility(engine, adapters: list[str | None], items: list[UtilityItem],
                   config: EvalConfig, params, bar) -> dict:
     """Accuracy and benign refusal rate per adapter and modality (and accuracy per task, when
     the set names tasks: it shows *which* skill an adapter cost)."""
     from service.probes.judges import KeywordRefusalJudge, normalise
 
-    typography = Typography.for_model(engine.processor, engine.model.config, config.model)
+    typography = typography_for(engine)
     refusals = KeywordRefusalJudge()
     counts = defaultdict(lambda: defaultdict(int))
     for adapter in adapters:

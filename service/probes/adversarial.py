@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw
 from service.probes.base import Probe, ProbeContext, ProbeUnsupported, Variant, register
 from service.probes.behaviors import Behavior
 from service.probes.visual import typography
+from service.vlm.protocol import WhiteBox
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +56,11 @@ class VisionPipeline:
             its own size (tiling, patchifying), or the model has no `get_image_features`.
     """
 
-    def __init__(self, engine, size: tuple[int, int]):
+    def __init__(self, box: WhiteBox, size: tuple[int, int]):
         import torch
 
-        model = engine.model
-        processor = getattr(engine.processor, "image_processor", None)
+        model = box.model
+        processor = getattr(box.processor, "image_processor", None)
         if not hasattr(model, "get_image_features") or processor is None:
             raise ProbeUnsupported(
                 f"{type(model).__name__} has no get_image_features or no image processor"
@@ -182,9 +183,11 @@ class JailbreakInPieces(Probe):
 
     def image(self, behavior: Behavior, variant: Variant, ctx: ProbeContext) -> Image.Image:
         """The adversarial image for `behavior`, from the cache when it was made before."""
-        if ctx.engine is None:
-            raise ProbeUnsupported("white-box: needs the served engine in the probe context")
-        pipeline, fingerprint = self._pipeline(ctx)
+        box = ctx.engine.white_box() if ctx.engine is not None else None
+        if box is None:
+            raise ProbeUnsupported("white-box: needs an engine with a torch model to "
+                                   "differentiate (the torch engine; vLLM exposes no gradients)")
+        pipeline, fingerprint = self._pipeline(box, ctx.image_size)
         text = self.image_text(behavior, variant)
         key = hashlib.sha256(json.dumps(
             [ctx.engine.base_model_id, fingerprint, ctx.image_size, ctx.cell, self.steps,
@@ -210,10 +213,8 @@ class JailbreakInPieces(Probe):
             _MEMORY.pop(next(iter(_MEMORY)))
         return image
 
-    def _pipeline(self, ctx: ProbeContext) -> tuple[VisionPipeline, str]:
-        model_id = id(ctx.engine.model)
+    def _pipeline(self, box: WhiteBox, size: tuple[int, int]) -> tuple[VisionPipeline, str]:
+        model_id = id(box.model)
         if model_id not in self._pipelines:
-            self._pipelines[model_id] = (
-                VisionPipeline(ctx.engine, ctx.image_size), model_fingerprint(ctx.engine.model)
-            )
+            self._pipelines[model_id] = (VisionPipeline(box, size), model_fingerprint(box.model))
         return self._pipelines[model_id]

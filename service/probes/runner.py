@@ -19,7 +19,6 @@ from pathlib import Path
 from service.probes.base import (
     Attempt,
     Probe,
-    ProbeContext,
     ProbeUnsupported,
     conversation_text,
     resolve_probes,
@@ -32,12 +31,14 @@ from service.probes.behaviors import (
     load_behaviors,
     sample_behaviors,
 )
+from service.probes.context import probe_context
 from service.probes.judges import Judge, KeywordRefusalJudge, Panel, Verdict
 from service.probes.outcomes import ReplyForms, outcome_of
 from service.probes.report import Report, Result, adapter_label
 from service.probes.splits import Split
 from service.vlm.folders import ModelFolder
 from service.vlm.messages import Message
+from service.vlm.protocol import Engine, SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class ProbeRun:
     dropped before its end keeps the results so far and no `report.finished_at`.
 
     Args:
-        engine: a `service.vlm.engine.VLMEngine` (anything with its generate/processor API).
+        engine: a `service.vlm.protocol.Engine` (the torch or the vLLM engine).
         adapters: adapter names to attack, `None` for the base model; default: base + all.
         probes: probe instances or specs ("visual.FigStep", "figstep", "all"); default all.
         judge: a Panel, a judge, a spec or a list of them; default `default_judges`.
@@ -96,7 +97,7 @@ class ProbeRun:
 
     def __init__(
         self,
-        engine,
+        engine: Engine,
         adapters: Sequence[str | None] | None = None,
         probes: Sequence[Probe | str] | None = None,
         judge: Panel | Judge | Sequence[Judge | str] | str | None = None,
@@ -110,8 +111,6 @@ class ProbeRun:
         best_of_n: int = 8,
         temperature: float = 1.0,
     ):
-        from service.vlm.protocol import SamplingParams
-
         model = engine.base_model_id
         self.engine = engine
         self.adapters = list(adapters) if adapters is not None else [None, *engine.adapter_names]
@@ -127,7 +126,7 @@ class ProbeRun:
                  "benign": benign if benign is not None else default_benign(model, split)}
         self.pools = {kind: sample_behaviors(pool, per_probe) for kind, pool in pools.items()}
         self.params = params or SamplingParams(max_tokens=DEFAULT_MAX_TOKENS, temperature=0.0)
-        self.context = ProbeContext.from_engine(engine, cache_dir, split=split,
+        self.context = probe_context(engine, cache_dir, split=split,
                                                 best_of_n=best_of_n, temperature=temperature)
         self.report = Report(
             model=model,

@@ -71,7 +71,7 @@ class Row:
     warpers: list = field(default_factory=list)
 
 
-def _model_settings(generation_config: GenerationConfig) -> dict:
+def model_sampling(generation_config: GenerationConfig) -> dict:
     """The model's sampling settings, unset ones filled with transformers' own defaults (top-k
     50 among them), so that a row samples exactly as `generate` would."""
     defaults = GenerationConfig._get_default_generation_params()
@@ -81,7 +81,7 @@ def _model_settings(generation_config: GenerationConfig) -> dict:
 
 
 def prepare_row(row: Row, model: dict) -> None:
-    """Resolve the row's sampling against the model's settings (`_model_settings`;
+    """Resolve the row's sampling against the model's settings (`model_sampling`;
     `temperature=None` keeps the model's choice, as vLLM does) and seed its generator."""
     p, row.warpers, row.generator = row.params, [], None
     if p.temperature is None:
@@ -256,7 +256,7 @@ def _adapter_routing(model, rows: list[Row], peft: bool):
 def run_batch(model, rows: list[Row], *, tokenizer, eos_ids: set[int], pad_id: int,
               timeout_s: float | None, peft: bool) -> None:
     """Decode `rows` together until each has finished; results go to the rows' streams."""
-    settings = _model_settings(model.generation_config)
+    settings = model_sampling(model.generation_config)
     for row in rows:
         prepare_row(row, settings)
         row.stream.started()

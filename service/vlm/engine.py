@@ -30,9 +30,18 @@ from service.vlm.batching import Row, run_batch
 from service.vlm.loading import load_vlm
 from service.vlm.messages import Message
 from service.vlm.prompts import encode, processor_image_size
-from service.vlm.protocol import Generation, SamplingParams, Stream
+from service.vlm.protocol import Generation, SamplingParams, Stream, WhiteBox, completion_budget
 
 logger = logging.getLogger(__name__)
+
+
+def processor_patch_size(processor, model_config) -> int | None:
+    """Pixels per side of a vision-tower patch: the processor's `patch_size` (LLaVA's), else the
+    vision config's, else None (both engines answer `Engine.patch_size` with it)."""
+    patch = getattr(processor, "patch_size", None)
+    if not patch:
+        patch = getattr(getattr(model_config, "vision_config", None), "patch_size", None)
+    return int(patch) if patch else None
 
 
 class VLMEngine:
@@ -123,6 +132,17 @@ class VLMEngine:
         return processor_image_size(self.processor)
 
     @property
+    def patch_size(self) -> int | None:
+        return processor_patch_size(self.processor, self.model.config)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    def white_box(self) -> WhiteBox:
+        return WhiteBox(self.model, self.processor)
+
+    @property
     def busy(self) -> bool:
         return self.admission.admitted > 0
 
@@ -135,7 +155,7 @@ class VLMEngine:
                adapter: str | None = None) -> list[Stream]:
         """Queue one request (429 when the queue is full); one stream per choice."""
         self._check_adapter(adapter)
-        vocab = len(self.tokenizer)
+        vocab = self.vocab_size
         if any(not 0 <= token < vocab for token in params.logit_bias):
             raise BadRequest(f"logit_bias names a token id outside the vocabulary (0-{vocab - 1})",
                              param="logit_bias", code="invalid_request")
@@ -177,20 +197,8 @@ class VLMEngine:
         """Model inputs and the completion budget: `max_tokens`, or when the request gives
         none, what the context leaves (capped by `default_max_tokens`), as vLLM does."""
         inputs = encode(self.processor, messages, self.max_prompt_tokens)
-        prompt = inputs["input_ids"].shape[1]
-        limit = self.context_length
-        left = None if limit is None else limit - prompt
-        max_tokens = params.max_tokens
-        if max_tokens is None:
-            max_tokens = self.default_max_tokens if left is None else \
-                min(self.default_max_tokens, left)
-        if left is not None and (left < 1 or max_tokens > left):
-            raise BadRequest(
-                f"this model's maximum context length is {limit} tokens; the request needs "
-                f"{prompt + max(max_tokens, 1)} ({prompt} in the messages, images included, "
-                f"{max(max_tokens, 1)} for the completion)",
-                param="messages", code="context_length_exceeded",
-            )
+        max_tokens = completion_budget(inputs["input_ids"].shape[1], params.max_tokens,
+                                       self.context_length, self.default_max_tokens)
         return inputs.to(self.model.device), max_tokens
 
     def _decode_forever(self) -> None:

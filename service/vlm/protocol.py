@@ -1,8 +1,9 @@
-"""The engine contract: what the API, probes and evaluation ask of any generation engine.
+"""The engine contract: what the API, probes, evaluation and benches ask of any generation engine.
 
-The torch engine (`service.vlm.engine`) implements it today; a vLLM engine for GPUs
-(`AsyncLLMEngine` with one `LoRARequest` per adapter, README "Scaling out") implements the same
-`submit` / `Stream` / adapter calls, so nothing above this module changes. Nothing here imports
+Two engines implement it: the torch engine (`service.vlm.engine`, any Hugging Face VLM, CPU or
+GPU) and the vLLM engine (`service.vlm.vllm_engine`, vLLM's `AsyncLLM` with one `LoRARequest`
+per adapter), chosen by `CROSSGUARD_ENGINE`. Code above this module asks an engine only what
+`Engine` declares (tests/vlm/test_seam.py walks the tree for anything else). Nothing here imports
 torch.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from service.errors import BadRequest
 from service.vlm.messages import Message
 
 
@@ -151,18 +153,58 @@ class Stream:
                           self.finish_reason, logprobs)
 
 
+def completion_budget(prompt_tokens: int, max_tokens: int | None, context: int | None,
+                      default_max_tokens: int) -> int:
+    """The completion's token budget: `max_tokens`, or when the request gives none what the
+    context leaves, capped by `default_max_tokens` (vLLM's rule). 400 when it does not fit."""
+    left = None if context is None else context - prompt_tokens
+    if max_tokens is None:
+        max_tokens = default_max_tokens if left is None else min(default_max_tokens, left)
+    if left is not None and (left < 1 or max_tokens > left):
+        raise BadRequest(
+            f"this model's maximum context length is {context} tokens; the request needs "
+            f"{prompt_tokens + max(max_tokens, 1)} ({prompt_tokens} in the messages, images "
+            f"included, {max(max_tokens, 1)} for the completion)",
+            param="messages", code="context_length_exceeded",
+        )
+    return max_tokens
+
+
+@dataclass(frozen=True)
+class WhiteBox:
+    """The torch model and processor behind an engine, for probes that follow gradients
+    (`service.probes.adversarial`)."""
+
+    model: object
+    processor: object
+
+
 class Engine(Protocol):
-    """What `service.runtime`, the probes and `unlearning eval` use; `adapter=None` is the base
-    model."""
+    """What `service.runtime`, the probes, `unlearning eval` and the benches use; `adapter=None`
+    is the base model."""
 
     base_model_id: str
     merged: str | None
+    context_length: int | None
 
     @property
     def adapter_names(self) -> list[str]: ...
 
     @property
-    def image_size(self) -> tuple[int, int]: ...
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of the images the vision tower sees."""
+
+    @property
+    def patch_size(self) -> int | None:
+        """Pixels per side of a vision patch (None when the model does not say)."""
+
+    @property
+    def vocab_size(self) -> int:
+        """Token ids `logit_bias` may name: 0 to `vocab_size - 1`."""
+
+    def white_box(self) -> WhiteBox | None:
+        """The torch model behind the engine, or None when it has none to differentiate (vLLM):
+        white-box probes then report themselves unsupported."""
 
     @property
     def busy(self) -> bool:
@@ -183,3 +225,6 @@ class Engine(Protocol):
     def add_adapter(self, name: str, path: str | Path): ...
 
     def remove_adapter(self, name: str) -> None: ...
+
+    def merge(self, name: str | None) -> None:
+        """Fold the only adapter into the weights (ValueError where the engine cannot)."""

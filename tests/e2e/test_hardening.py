@@ -151,7 +151,9 @@ def test_unsafe_base_only_when_allowed(broken_default, tmp_path):
 
 
 def test_flood_gets_429_with_retry_after_and_nothing_is_lost(tiny_model, tmp_path):
-    env = {"CROSSGUARD_MODEL": str(tiny_model), "CROSSGUARD_MAX_WAITING": "1"}
+    # 2 decoding + 1 waiting: the torch engine's batch and vLLM's running set alike
+    env = {"CROSSGUARD_MODEL": str(tiny_model), "CROSSGUARD_MAX_WAITING": "1",
+           "CROSSGUARD_MAX_BATCH_SIZE": "2"}
     with BentoServer(env, tmp_path) as server:
         long = {"max_tokens": 400, "min_tokens": 400}
         with ThreadPoolExecutor(max_workers=8) as pool:

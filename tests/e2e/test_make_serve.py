@@ -44,11 +44,13 @@ class Served(NamedTuple):
 @contextmanager
 def make_serve_running(workdir: Path, **settings: str) -> Iterator[Served]:
     """`make serve` as README says to run it (this environment's CROSSGUARD_* dropped, but
-    CROSSGUARD_HOME and `settings` kept), until ready; stopped on exit."""
+    CROSSGUARD_HOME and `settings` kept), until ready; stopped on exit. The vLLM tier
+    (`CROSSGUARD_ENGINE=vllm`) runs `make serve ENGINE=vllm`."""
     port = free_port()
     log = workdir / "make-serve.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CROSSGUARD_")}
     env["PORT"] = str(port)
+    env["ENGINE"] = os.environ.get("CROSSGUARD_ENGINE", "torch")
     if "CROSSGUARD_HOME" in os.environ:
         env["CROSSGUARD_HOME"] = os.environ["CROSSGUARD_HOME"]
     env.update(settings)

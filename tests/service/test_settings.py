@@ -30,3 +30,19 @@ def test_model_path_defaults_to_built_model_under_home(tmp_path):
 def test_invalid_combinations_name_the_field(kwargs, field):
     with pytest.raises(ValidationError, match=field):
         ServiceSettings(**kwargs)
+
+
+def test_engine_settings_are_honoured_or_refused(monkeypatch):
+    """Each engine refuses the other's settings instead of ignoring them."""
+    monkeypatch.setenv("CROSSGUARD_ENGINE", "vllm")
+    monkeypatch.setenv("CROSSGUARD_VLLM_ENGINE_ARGS", '{"enforce_eager": true}')
+    assert ServiceSettings().vllm_engine_args == {"enforce_eager": True}
+    for field, value in (("cpu_threads", 2), ("device", "cuda"), ("batch_wait_ms", 5.0),
+                         ("merge_adapter", True)):
+        with pytest.raises(ValidationError, match=f"{field}: torch-engine settings"):
+            ServiceSettings(**{field: value})
+    monkeypatch.setenv("CROSSGUARD_ENGINE", "torch")
+    with pytest.raises(ValidationError, match="vllm_engine_args: set engine=vllm"):
+        ServiceSettings()
+    with pytest.raises(ValidationError, match="engine"):
+        ServiceSettings(engine="tensorrt")

@@ -20,12 +20,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from service.vlm.folders import ModelFolder
-from unlearning.batching import Typography
 from unlearning.config import EvalConfig
 from unlearning.demo import content
 from unlearning.demo.data import read_examples
 from unlearning.demo.world import Example, comply
-from unlearning.evaluate import score_utility, served_reply, utility_items
+from unlearning.evaluate import score_utility, served_reply, typography_for, utility_items
 
 
 @dataclass
@@ -75,7 +74,7 @@ def evaluate_folder(path: str | Path, progress: bool = True, split: str = "test"
     config = EvalConfig(model=str(path), split=split)
     engine = VLMEngine.from_pretrained(config.model)
     params = SamplingParams(max_tokens=config.max_tokens, temperature=0.0)
-    typography = Typography.for_model(engine.processor, engine.model.config, config.model)
+    typography = typography_for(engine)
     harmful, refused = ([e for e in read_examples(folder.eval_set(n)) if e.split == config.split]
                         for n in ("harmful", "refused"))
     benign = utility_items(config)
