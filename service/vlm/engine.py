@@ -30,7 +30,14 @@ from service.vlm.batching import Row, run_batch
 from service.vlm.loading import load_vlm
 from service.vlm.messages import Message
 from service.vlm.prompts import encode, processor_image_size
-from service.vlm.protocol import Generation, SamplingParams, Stream, WhiteBox, completion_budget
+from service.vlm.protocol import (
+    Generation,
+    SamplingParams,
+    Stream,
+    WhiteBox,
+    completion_budget,
+    wait_until_decoding,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -168,14 +175,7 @@ class VLMEngine:
 
     def wait_started(self, streams: list[Stream]) -> None:
         """Wait until the request decodes; after the queue timeout it is withdrawn (503)."""
-        deadline = time.monotonic() + self.admission.wait_timeout_s
-        try:
-            if not all(s.wait_started(max(0.0, deadline - time.monotonic())) for s in streams):
-                raise self.admission.timed_out()
-        except CrossguardError:
-            for stream in streams:
-                stream.cancel()
-            raise
+        wait_until_decoding(streams, self.admission.wait_timeout_s, self.admission.timed_out)
 
     def generate(self, messages: Sequence[Message], params: SamplingParams,
                  adapter: str | None = None) -> Generation:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from service.errors import BadRequest
+from service.errors import BadRequest, CrossguardError
 from service.vlm.messages import Message
 
 
@@ -168,6 +169,20 @@ def completion_budget(prompt_tokens: int, max_tokens: int | None, context: int |
             param="messages", code="context_length_exceeded",
         )
     return max_tokens
+
+
+def wait_until_decoding(streams: list[Stream], timeout_s: float,
+                        timed_out: Callable[[], CrossguardError]) -> None:
+    """Wait until every choice of a request decodes; past `timeout_s` raise `timed_out()` (the
+    503). On any error the request's choices are cancelled, so the engine drops them."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        if not all(s.wait_started(max(0.0, deadline - time.monotonic())) for s in streams):
+            raise timed_out()
+    except CrossguardError:
+        for stream in streams:
+            stream.cancel()
+        raise
 
 
 @dataclass(frozen=True)

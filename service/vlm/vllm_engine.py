@@ -46,6 +46,7 @@ from service.vlm.protocol import (
     Stream,
     TokenLogprob,
     completion_budget,
+    wait_until_decoding,
 )
 from service.vlm.vllm_checkpoints import vllm_adapter, vllm_checkpoint
 
@@ -303,15 +304,9 @@ class VLLMEngine:
     def wait_started(self, streams: list[Stream]) -> None:
         """Wait for every choice's first output; after the queue timeout they are withdrawn
         (503)."""
-        deadline = time.monotonic() + self.wait_timeout_s
-        try:
-            if not all(s.wait_started(max(0.0, deadline - time.monotonic())) for s in streams):
-                raise NotReady(f"waited {self.wait_timeout_s:.0f}s for vLLM to schedule the "
-                               "request", code="queue_timeout", retry_after=1)
-        except CrossguardError:
-            for stream in streams:
-                stream.cancel()
-            raise
+        wait_until_decoding(streams, self.wait_timeout_s, lambda: NotReady(
+            f"waited {self.wait_timeout_s:.0f}s for vLLM to schedule the request",
+            code="queue_timeout", retry_after=1))
 
     def generate(self, messages: Sequence[Message], params: SamplingParams,
                  adapter: str | None = None) -> Generation:
