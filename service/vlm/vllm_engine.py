@@ -215,6 +215,10 @@ class VLLMEngine:
     def busy(self) -> bool:
         return bool(self._in_flight)
 
+    def white_box(self) -> None:
+        """vLLM exposes no gradients: white-box probes report themselves unsupported."""
+        return None
+
     def merge(self, name: str | None) -> None:
         raise ValueError("the vLLM engine serves adapters per request (LoRARequest); merging "
                          "one into the weights is a torch-engine option (CROSSGUARD_ENGINE=torch)")

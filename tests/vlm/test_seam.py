@@ -73,3 +73,25 @@ def test_a_planted_reach_in_is_found():
                "    def run(self, ctx):\n"
                "        return ctx.engine.model.config\n")
     assert reach_ins(planted, engine_members()) == [(2, "processor"), (5, "model")]
+
+
+def _class_members(path: Path, name: str) -> set[str]:
+    """Methods, properties and `self.x = ...` attributes of class `name` in `path` (read, not
+    imported: the vLLM engine imports vLLM, which the main venv lacks)."""
+    tree = ast.parse(path.read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name)
+    found = {n.name for n in cls.body if isinstance(n, ast.FunctionDef)}
+    for node in ast.walk(cls):
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, ast.AnnAssign) else []
+        for target in targets:
+            for leaf in ast.walk(target):
+                if isinstance(leaf, ast.Attribute) and isinstance(leaf.value, ast.Name) \
+                        and leaf.value.id == "self":
+                    found.add(leaf.attr)
+    return found
+
+
+def test_both_engines_implement_the_whole_contract():
+    for module, name in (("engine.py", "VLMEngine"), ("vllm_engine.py", "VLLMEngine")):
+        assert engine_members() - _class_members(BELOW / module, name) == set(), name

@@ -110,6 +110,18 @@ def test_one_lora_slot_stays_empty_for_base_rows(engine, reply_adapter, tmp_path
         engine.remove_adapter("second")
 
 
+def test_a_probe_run_skips_the_white_box_probe_and_runs_the_rest(engine):
+    from service.probes.runner import ProbeRun
+
+    run = ProbeRun(engine, adapters=[None], probes=["adversarial.JailbreakInPieces",
+                                                      "visual.FigStep"], per_probe=1,
+                   params=SamplingParams(max_tokens=8, temperature=0.0))
+    for _ in run:
+        pass
+    assert "gradients" in run.report.skipped["adversarial.JailbreakInPieces"]
+    assert run.report.results and all(r.probe == "visual.FigStep" for r in run.report.results)
+
+
 def test_merging_is_refused(engine):
     with pytest.raises(ValueError, match="torch-engine option"):
         engine.merge("refuse")
