@@ -81,14 +81,14 @@ class ServiceSettings(BaseSettings):
     )
     engine: Literal["torch", "vllm"] = Field(
         default="torch", description="`torch`: Hugging Face `generate` with the service's own "
-        "batching, any VLM, CPU or GPU; `vllm`: vLLM's async engine (install its extra; "
-        "README \"Engines\")."
+        "batching, any VLM, CPU or GPU; `vllm`: vLLM's async engine (`make vllm-env`, or the vLLM "
+        "GPU image; README \"Engines\")."
     )
     vllm_engine_args: dict[str, Any] = Field(
         default_factory=dict, description="JSON object passed to vLLM's `AsyncEngineArgs` "
         "(e.g. `{\"gpu_memory_utilization\": 0.9, \"enforce_eager\": true}`); the service "
-        "sets `model`, `max_num_seqs` (`max_batch_size`), `enable_lora`, `max_lora_rank` "
-        "(64) and `dtype` unless named here."
+        "sets `model`, `max_num_seqs` (`max_batch_size`), `enable_lora`, `max_loras` (9), "
+        "`max_lora_rank` (64) and `dtype` unless named here."
     )
     device: str = Field(default="auto", description="`auto`, `cpu`, `cuda` or `cuda:N`.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(

@@ -40,16 +40,13 @@ from transformers import (
 )
 
 from service.vlm.adapters import activation_offsets
-from service.vlm.protocol import Delta, SamplingParams, Stream, TokenLogprob
+from service.vlm.protocol import LOGPROB_FLOOR, Delta, SamplingParams, Stream, TokenLogprob
 from service.vlm.stops import cut_at_stop
 
 logger = logging.getLogger(__name__)
 
 BASE_ROW = "__base__"
 """peft's name for "no adapter" in a mixed-adapter batch."""
-
-_LOGPROB_FLOOR = -9999.0
-"""JSON has no -inf; vLLM reports impossible tokens with this value too."""
 
 _PADDED_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")
 
@@ -178,7 +175,7 @@ class RowSampler(LogitsProcessor):
         name = self.tokenizer.decode
 
         def value(t: int) -> float:
-            return max(float(logprobs[t]), _LOGPROB_FLOOR)
+            return max(float(logprobs[t]), LOGPROB_FLOOR)
 
         return TokenLogprob(name([token]), value(token), tuple((name([t]), value(t))
                                                                 for t in best))

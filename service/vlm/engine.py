@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from service.errors import BadRequest, Conflict, CrossguardError, NotFound
+from service.errors import Conflict, CrossguardError, NotFound
 from service.vlm.adapters import (
     AdapterInfo,
     attach_adapters,
@@ -35,6 +35,7 @@ from service.vlm.protocol import (
     SamplingParams,
     Stream,
     WhiteBox,
+    check_logit_bias,
     completion_budget,
     wait_until_decoding,
 )
@@ -162,10 +163,7 @@ class VLMEngine:
                adapter: str | None = None) -> list[Stream]:
         """Queue one request (429 when the queue is full); one stream per choice."""
         self._check_adapter(adapter)
-        vocab = self.vocab_size
-        if any(not 0 <= token < vocab for token in params.logit_bias):
-            raise BadRequest(f"logit_bias names a token id outside the vocabulary (0-{vocab - 1})",
-                             param="logit_bias", code="invalid_request")
+        check_logit_bias(params.logit_bias, self.vocab_size)
         inputs, max_tokens = self._encode(messages, params)
         prompt = inputs["input_ids"].shape[1]
         want_logprobs = params.logprobs is not None

@@ -154,6 +154,18 @@ class Stream:
                           self.finish_reason, logprobs)
 
 
+LOGPROB_FLOOR = -9999.0
+"""The lowest log-probability reported: JSON has no -inf, and vLLM reports impossible tokens
+with this value too."""
+
+
+def check_logit_bias(logit_bias: Mapping[int, float], vocab_size: int) -> None:
+    """400 when `logit_bias` names a token id the model does not have."""
+    if any(not 0 <= token < vocab_size for token in logit_bias):
+        raise BadRequest(f"logit_bias names a token id outside the vocabulary "
+                         f"(0-{vocab_size - 1})", param="logit_bias", code="invalid_request")
+
+
 def completion_budget(prompt_tokens: int, max_tokens: int | None, context: int | None,
                       default_max_tokens: int) -> int:
     """The completion's token budget: `max_tokens`, or when the request gives none what the

@@ -40,20 +40,19 @@ from service.vlm.engine import processor_patch_size
 from service.vlm.messages import Message
 from service.vlm.prompts import encode, processor_image_size, to_conversation
 from service.vlm.protocol import (
+    LOGPROB_FLOOR,
     Delta,
     Generation,
     SamplingParams,
     Stream,
     TokenLogprob,
+    check_logit_bias,
     completion_budget,
     wait_until_decoding,
 )
 from service.vlm.vllm_checkpoints import vllm_adapter, vllm_checkpoint
 
 logger = logging.getLogger(__name__)
-
-_LOGPROB_FLOOR = -9999.0
-"""JSON has no -inf; as on the torch engine."""
 
 _WATCH_S = 0.05
 """How often the loop looks for cancelled choices and passed deadlines."""
@@ -64,14 +63,15 @@ DEFAULT_MAX_LORAS = 9
 
 @dataclass
 class _Choice:
-    """A choice in flight: its stream, its deadline and its adapter (unloading fails it)."""
+    """A choice in flight: its stream, its deadline, its adapter (unloading fails it) and its
+    reply so far."""
 
     stream: Stream
     deadline: float
     adapter: str | None
+    reply: _ReplyText
     failed: bool = False
     aborted: bool = False
-    tokens: int = 0
 
 
 def local_folder(model: str | Path) -> Path:
@@ -280,10 +280,7 @@ class VLLMEngine:
         """Queue one request (429 beyond `max_batch_size + max_waiting` choices in flight); one
         vLLM request per choice, choice `i` seeded with `seed + i` as on the torch engine."""
         lora = self._lora_request(adapter)
-        vocab = self.vocab_size
-        if any(not 0 <= token < vocab for token in params.logit_bias):
-            raise BadRequest(f"logit_bias names a token id outside the vocabulary (0-{vocab - 1})",
-                             param="logit_bias", code="invalid_request")
+        check_logit_bias(params.logit_bias, self.vocab_size)
         prompt, length = self._prompt(messages)
         max_tokens = completion_budget(length, params.max_tokens, self.context_length,
                                        self.default_max_tokens)
@@ -296,8 +293,8 @@ class VLLMEngine:
                                       code="queue_full")
             deadline = time.monotonic() + (self.generation_timeout_s or math.inf)
             ids = [f"{uuid.uuid4().hex}-{i}" for i in range(params.n)]
-            choices = {rid: _Choice(s, deadline, adapter) for rid, s in zip(ids, streams,
-                                                                             strict=True)}
+            choices = {rid: _Choice(s, deadline, adapter, _ReplyText(self.processor.tokenizer))
+                       for rid, s in zip(ids, streams, strict=True)}
             self._in_flight.update(choices)
         for rid, choice in choices.items():
             asyncio.run_coroutine_threadsafe(self._decode(
@@ -370,15 +367,14 @@ class VLLMEngine:
         deadline: `_watch`) or fails."""
         from vllm.sampling_params import RequestOutputKind
 
-        stream, deltas = choice.stream, params.output_kind == RequestOutputKind.DELTA
-        text = _ReplyText(self.processor.tokenizer)
+        stream, text = choice.stream, choice.reply
+        deltas = params.output_kind == RequestOutputKind.DELTA
         piece = None
         try:
             async for out in self._engine.generate(prompt, params, rid, lora_request=lora):
                 piece = out.outputs[0]
                 stream.started()
                 new = text.add(piece.token_ids, piece.text, deltas)
-                choice.tokens = len(text.ids)
                 if new or piece.logprobs:
                     stream.push(Delta(new, self._logprobs(piece, params.logprobs)))
             if piece is not None and piece.stop_reason is None and (rest := text.rest()):
@@ -402,10 +398,10 @@ class VLLMEngine:
             # vLLM ranks a chosen token that ties with a top-k one after it (one dict entry per
             # token): order by log-probability, the chosen token first among equals
             ranked = sorted(entries.items(), key=lambda kv: (-kv[1].logprob, kv[0] != token))
-            alternatives = tuple((decode([t]), max(e.logprob, _LOGPROB_FLOOR))
+            alternatives = tuple((decode([t]), max(e.logprob, LOGPROB_FLOOR))
                                  for t, e in ranked[:top])
             found.append(TokenLogprob(decode([token]), max(entries[token].logprob,
-                                                           _LOGPROB_FLOOR), alternatives))
+                                                           LOGPROB_FLOOR), alternatives))
         return tuple(found)
 
     def _watch(self) -> None:
@@ -419,7 +415,7 @@ class VLLMEngine:
             if why and not choice.aborted:
                 choice.aborted = True
                 gone.append(rid)
-                logger.info("generation halted after %d tokens (%s)", choice.tokens, why)
+                logger.info("generation halted after %d tokens (%s)", len(choice.reply.ids), why)
         if gone:
             self._loop.create_task(self._abort_all(gone))
         self._loop.call_later(_WATCH_S, self._watch)
