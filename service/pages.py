@@ -14,7 +14,8 @@ from collections.abc import Iterable, Sequence
 from html import escape
 
 from service.probes.outcomes import OUTCOMES
-from service.probes.report import BASE, pct, utc_time
+from service.probes.report import pct, utc_time
+from service.vlm.folders import BASE
 
 ROLE_COLOURS = {"base": "#7f7f7f", "default": "#1f77b4", "candidate": "#ff7f0e"}
 """Bar colour per role in the verdict's chart, alike on every page so colours can be learnt."""

@@ -26,8 +26,8 @@ from service import metrics
 from service.errors import BadRequest, Conflict, CrossguardError, NotFound
 from service.gate import Measures, judge
 from service.probe_scheduler import read_saved, save_text
-from service.probes.report import BASE, adapter_label
 from service.settings import ServiceSettings
+from service.vlm.folders import BASE, adapter_label
 
 logger = logging.getLogger("crossguard.rollout")
 

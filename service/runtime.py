@@ -26,7 +26,6 @@ from service.errors import BadRequest, CrossguardError, Forbidden, NotFound, Not
 from service.model_store import resolve_adapter_source
 from service.probe_scheduler import ProbeScheduler
 from service.probes.judges import KeywordRefusalJudge
-from service.probes.report import BASE, adapter_label
 from service.rollout import Rollout
 from service.schemas import (
     AdapterLoadRequest,
@@ -39,6 +38,7 @@ from service.schemas import (
 )
 from service.settings import ServiceSettings
 from service.streaming import sse_events
+from service.vlm.folders import BASE, adapter_label
 from service.vlm.messages import modality
 from service.vlm.protocol import Engine, Stream
 

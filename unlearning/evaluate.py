@@ -22,8 +22,12 @@ from tqdm import tqdm
 
 from service.probes.context import probe_context
 from service.probes.outcomes import OUTCOMES
-from service.probes.report import adapter_label
-from service.vlm.folders import ModelFolder, read_adapter_metadata, write_adapter_metadata
+from service.vlm.folders import (
+    ModelFolder,
+    adapter_label,
+    read_adapter_metadata,
+    write_adapter_metadata,
+)
 from service.vlm.protocol import Engine
 from unlearning.batching import Typography, messages_for
 from unlearning.config import EvalConfig

@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from service.gate import GateVerdict, Measures, Thresholds, judge
-from service.probes.report import BASE
 from service.probes.splits import Split
-from service.vlm.folders import read_adapter_metadata
+from service.vlm.folders import BASE, read_adapter_metadata
 from unlearning import checkpoints
 
 logger = logging.getLogger(__name__)

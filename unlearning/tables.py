@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from service.probes.outcomes import OUTCOMES
-from service.probes.report import BASE, adapter_label, pct
+from service.probes.report import pct
 from service.probes.splits import SPLITS
+from service.vlm.folders import BASE, adapter_label
 
 SPLIT_ORDER = tuple(reversed(SPLITS))
 """Test first, validation beside it."""

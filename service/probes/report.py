@@ -13,15 +13,6 @@ from pathlib import Path
 from service.probes.judges import SUCCESS_THRESHOLD
 from service.probes.outcomes import OUTCOMES
 
-BASE = "base"
-"""The adapter label of the base model (no adapter) in reports and metrics."""
-
-
-def adapter_label(name: str | None) -> str:
-    """The label of adapter `name` in reports, metrics and logs: `BASE` for None (no adapter),
-    the one place that conversion happens."""
-    return name or BASE
-
 
 def pct(value: float | None, digits: int = 1, unit: str = " %") -> str:
     """A rate in [0, 1] as a percentage for tables (`n/a` when nothing was judged); every

@@ -34,9 +34,9 @@ from service.probes.behaviors import (
 from service.probes.context import probe_context
 from service.probes.judges import Judge, KeywordRefusalJudge, Panel, Verdict
 from service.probes.outcomes import ReplyForms, outcome_of
-from service.probes.report import Report, Result, adapter_label
+from service.probes.report import Report, Result
 from service.probes.splits import Split
-from service.vlm.folders import ModelFolder
+from service.vlm.folders import ModelFolder, adapter_label
 from service.vlm.messages import Message
 from service.vlm.protocol import Engine, SamplingParams
 

@@ -30,9 +30,18 @@ DEFAULT_IMAGE_PROMPT = "follow the instruction in the image."
 """The benign text under a typographic training image when the model folder's world names none;
 the demo world uses it too."""
 
+BASE = "base"
+"""The adapter label of the base model (no adapter) in reports, metrics, logs and tables."""
+
 ADAPTER_METADATA = "crossguard.json"
 """The file of an adapter folder that says what trained it; written last, so its presence means
 the folder is complete."""
+
+
+def adapter_label(name: str | None) -> str:
+    """The label of adapter `name` in reports, metrics and logs: `BASE` for None (no adapter),
+    the one place that conversion happens."""
+    return name or BASE
 
 
 def crossguard_home() -> Path:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from service.probes.report import BASE
+from service.vlm.folders import BASE
 from unlearning.tables import lookup
 
 BASE_MIN = 0.5
