@@ -59,13 +59,21 @@ safety-adapter: install  ## copy (or train, REBUILD=1) the demo's unlearning ada
 demo-ship: install  ## rebuild the demo files from code and refresh unlearning/demo/built/ (~40 min)
 	HF_HUB_OFFLINE=1 $(PY) -m unlearning.demo rebuild --ship $(if $(ADAPTERS_ONLY),--adapters-only) | tail -n 1
 
+# A code change that builds the same bytes (a refactor of code the build runs) keeps the shipped
+# files: both codes are built here and compared byte for byte (~60 min on 2 cores), and only the
+# keys move. A rebuild instead (demo-ship) on a CPU other than the shipping one gives other weights.
+SHIPPED_REV = $(shell git log -1 --format=%H -- unlearning/demo/built/manifest.json)
+demo-rekey: install  ## carry the shipped demo files over a change that builds the same bytes (OLD=rev)
+	PY=$(PY) bash unlearning/demo/rekey.sh $(or $(OLD),$(SHIPPED_REV))
+
 # ENGINE=vllm serves it on vLLM's CPU build (`make vllm-env` first, minutes); vLLM's KV cache
 # takes VLLM_CPU_KVCACHE_SPACE GiB (its own default is most of the machine's memory).
 ENGINE ?= torch
 VLLM_CPU_KVCACHE_SPACE ?= 2
 SERVE_VENV := $(if $(filter vllm,$(ENGINE)),$(VLLM_VENV),$(VENV))
-serve: install $(if $(filter vllm,$(ENGINE)),vllm-env)  ## serve the demo model on 127.0.0.1:$(PORT), `safety` as default adapter (ENGINE=torch|vllm)
-	adapter=$$(HF_HUB_OFFLINE=1 $(PY) -m unlearning.demo safety | tail -n 1); \
+serve: install $(if $(filter vllm,$(ENGINE)),vllm-env)  ## serve the demo model on 127.0.0.1:$(PORT), `safety` as default adapter (ENGINE=torch|vllm; REBUILD=1 builds both from code)
+	$(if $(REBUILD),HF_HUB_OFFLINE=1 $(PY) -m unlearning.demo build --force | tail -n 1)
+	adapter=$$(HF_HUB_OFFLINE=1 $(PY) -m unlearning.demo safety $(if $(REBUILD),--force) | tail -n 1); \
 	HF_HUB_OFFLINE=1 CROSSGUARD_ADAPTERS="safety=$$adapter" CROSSGUARD_DEFAULT_ADAPTER=safety \
 	  CROSSGUARD_ENGINE=$(ENGINE) VLLM_CPU_KVCACHE_SPACE=$(VLLM_CPU_KVCACHE_SPACE) \
 	  exec $(SERVE_VENV)/bin/bentoml serve service.app:CrossGuard --host 127.0.0.1 --port $(PORT)
@@ -97,4 +105,4 @@ test-vllm: install vllm-env  ## the vLLM tier alone: its engine tests, then the 
 bench: install demo-model  ## print the serving-overhead ratios on the demo model
 	HF_HUB_OFFLINE=1 $(PY) -m bench.serve_overhead
 
-.PHONY: help install vllm-env test-vllm promtool page-tools demo-model safety-adapter demo-ship serve demo-report test bench
+.PHONY: help install vllm-env test-vllm promtool page-tools demo-model safety-adapter demo-ship demo-rekey serve demo-report test bench

@@ -30,6 +30,7 @@ import torch
 
 from service.vlm.admission import Admission
 from service.vlm.engine import VLMEngine
+from service.vlm.folders import AdapterFolder
 from service.vlm.messages import Message
 from service.vlm.prompts import generation_prompt_ids
 from service.vlm.protocol import SamplingParams
@@ -44,7 +45,7 @@ def twins(adapter: Path, processor, folder: Path) -> dict[str, Path]:
     for scope in ("plain", "scoped"):
         target = folder / scope
         shutil.copytree(adapter, target, ignore=shutil.ignore_patterns("checkpoints", "eval"))
-        config_file = target / "adapter_config.json"
+        config_file = AdapterFolder(target).config_file
         config = json.loads(config_file.read_text())
         scoped = scope == "scoped"
         config["alora_invocation_tokens"] = generation_prompt_ids(processor) if scoped else None

@@ -16,7 +16,8 @@ probes by both judges, false refusals and benign accuracy.
 
 Flags after `--` go to every `unlearning train` run unchanged (e.g. `-- --retain more.jsonl
 --forget-loss npo`); without them the runs use the demo's documented settings
-(`unlearning.demo.safety.SAFETY_ARGS` without the step count, which `--steps` sets).
+(`unlearning.demo.safety.safety_config`'s loss and optimiser settings as flags, without the step
+count, which `--steps` sets).
 """
 
 from __future__ import annotations
@@ -26,23 +27,29 @@ import shlex
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from service.probes.report import pct
-from service.vlm.folders import ModelFolder, read_adapter_metadata
-from unlearning.demo.safety import SAFETY_ARGS
+from service.vlm.folders import BASE, AdapterFolder, ModelFolder
+from unlearning.cli import as_flags
+from unlearning.config import OptimConfig
+from unlearning.demo.safety import safety_config
 
 DEFAULT_ARMS = {"text": ["--modality", "text"], "multimodal": ["--modality", "multimodal"]}
 
 
+def _safety():
+    return safety_config(Path("MODEL"), Path("OUT"), seed=0)
+
+
 def safety_steps() -> int:
-    return int(SAFETY_ARGS[SAFETY_ARGS.index("--max-steps") + 1])
+    return _safety().optim.max_steps
 
 
 def default_train_flags() -> list[str]:
-    flags = list(SAFETY_ARGS)
-    at = flags.index("--max-steps")
-    return flags[:at] + flags[at + 2:]
+    config = _safety()
+    return as_flags(config.loss, replace(config.optim, max_steps=OptimConfig.max_steps))
 
 
 def demo_model() -> str:
@@ -84,7 +91,7 @@ def run(model: str, folder: Path, args: argparse.Namespace) -> dict[str, dict]:
         print(f"training {name} ({shlex.join(flags)}) ...", file=sys.stderr, flush=True)
         subprocess.run(train_command(model, out, flags, args), check=True,
                        stdout=subprocess.DEVNULL)
-        results[name] = read_adapter_metadata(out)
+        results[name] = AdapterFolder(out).metadata()
         results[name]["path"] = str(out)
     return results
 
@@ -127,24 +134,20 @@ def asr_table(results: dict[str, dict]) -> list[str]:
     evaluated half."""
     first = next(iter(results.values()))["eval"]
     lines = ["| adapter | probe modality | " + " | ".join(
-        f"{j} ASR ({first['split']})" for j in first["judges"]) +
+        f"{j} ASR ({first.split})" for j in first.judges) +
         " | false refusals | benign accuracy |",
-        "|---|---|" + "---|" * (len(first["judges"]) + 2)]
+        "|---|---|" + "---|" * (len(first.judges) + 2)]
     for index, (arm, result) in enumerate(results.items()):
         summary = result["eval"]
-        for labels in (("base", "base"), (summary["adapter_name"], arm)):
+        for label, name in ((BASE, BASE), (summary.label, arm)):
             for probe_modality in ("text", "image"):
-                row = next((r for r in summary["asr_by_modality"] if r["adapter"] == labels[0]
-                            and r["modality"] == probe_modality), None)
-                if row is None or (labels[0] == "base" and index):
+                row = summary.lookup("asr_by_modality", label, modality=probe_modality)
+                if row is None or (label == BASE and index):
                     continue
-                utility = summary["utility"].get(f"{labels[0]}/{probe_modality}", {})
-                refused = next((r["asr"]["keyword"] for r in summary["false_refusal"]
-                                if r["adapter"] == labels[0] and
-                                r["modality"] == probe_modality), None)
-                cells = [pct(row["asr"][j]) for j in summary["judges"]]
-                lines.append(f"| {labels[1]} | {probe_modality} | {' | '.join(cells)} | "
-                             f"{pct(refused)} | {pct(utility.get('accuracy'))} |")
+                refused = summary.rate("false_refusal", "keyword", label, modality=probe_modality)
+                cells = [pct(row["asr"][j]) for j in summary.judges]
+                lines.append(f"| {name} | {probe_modality} | {' | '.join(cells)} | "
+                             f"{pct(refused)} | {pct(summary.accuracy(label, probe_modality))} |")
     return lines
 
 
@@ -154,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default=None, help="base model (default: the demo model)")
     parser.add_argument("--forget", default=None, help="default: the demo model's forget set")
     parser.add_argument("--steps", type=int, default=safety_steps(),
-                        help="default: the demo adapter's (SAFETY_ARGS)")
+                        help="default: the demo adapter's (safety_config)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--arm", type=parse_arm, action="append", default=None,
                         metavar="NAME=FLAGS", help="an arm and its own train flags (repeatable; "

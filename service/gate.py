@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
+from service.evaluation import EvalSummary
 from service.probes.judges import judge_classes
 from service.probes.report import Report
 from service.probes.sampling import BestOfNText
@@ -98,10 +99,10 @@ class Measures:
         )
 
     @classmethod
-    def from_evaluation(cls, summary: dict, adapter: str) -> Measures:
+    def from_evaluation(cls, summary: EvalSummary, adapter: str) -> Measures:
         """From an `unlearning eval` summary (an entry of crossguard.json `evaluations`): a
         cell's rate is its first judge's with a score, in the panel's verdict order."""
-        judges = summary["judges"]
+        judges = summary.judges
         compliance = tells_compliance(judges)
 
         def rate(row: dict) -> float | None:
@@ -110,19 +111,18 @@ class Measures:
         attacks = tuple(
             AttackCell(r["family"], r["modality"], r["attempts"],
                        round((rate(r) or 0) * r["attempts"]), rate(r))
-            for r in summary["asr_by_family"] if r["adapter"] == adapter)
-        benign = [r for r in summary["false_refusal"] if r["adapter"] == adapter]
-        utility = summary.get("utility") or {}
-        rows = [r for r in summary["asr_by_family"] + summary["false_refusal"]
-                if r["adapter"] == adapter and r.get("outcomes", {}).get("complied") is not None]
+            for r in summary.rows("asr_by_family", adapter))
+        benign = summary.rows("false_refusal", adapter)
+        rows = [r for r in [*summary.rows("asr_by_family", adapter), *benign]
+                if r.get("outcomes", {}).get("complied") is not None]
         attempts = sum(r["attempts"] for r in rows)
         return cls(
             adapter=adapter,
             attacks=attacks,
             false_refusal={r["modality"]: r.get("not_answered") if compliance else rate(r)
                            for r in benign},
-            accuracy={m: utility.get(f"{adapter}/{m}", {}).get("accuracy")
-                      for m in ("text", "image") if f"{adapter}/{m}" in utility},
+            accuracy={m: summary.accuracy(adapter, m) for m in ("text", "image")
+                      if summary.lookup("utility", adapter, modality=m) is not None},
             other_share=(sum(r["outcomes"]["other"] * r["attempts"] for r in rows) / attempts
                          if compliance and attempts else None),
         )

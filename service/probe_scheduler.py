@@ -1,8 +1,9 @@
 """Probe runs inside the service: on a schedule and on demand, one at a time, behind user traffic.
 
-A run is the probe runner's iterator driven from a background thread. Before each generation
-the thread waits until no user request is running or queued, so probes only use idle time and
-never add latency beyond the one batch in progress. Probe traffic never touches the
+A run is the probe runner's iterator driven from a background thread. Before each wave of
+generations (up to 16 conversations decoded together, `service.probes.waves`) the thread waits
+until no user request is running or queued, so probes only use idle time and never add latency
+beyond the one batch in progress. Probe traffic never touches the
 live-traffic counters. A finished run is saved twice: to `$CROSSGUARD_HOME/probe-reports/`
 (kept across restarts, for people and tools) and to this server's run folder
 (`service.instance`), which every worker serves at `GET /v1/probes/report`; then its gauges are
@@ -20,9 +21,9 @@ import threading
 import time
 from pathlib import Path
 
+from service.atomic import write_text_atomic
 from service.errors import Conflict, CrossguardError, NotFound
 from service.settings import ServiceSettings
-from service.vlm.folders import write_text_atomic
 
 logger = logging.getLogger("crossguard.probes")
 
@@ -80,9 +81,9 @@ class ProbeScheduler:
         with contextlib.suppress(Exception):
             self._run_locked()
 
-    def _plan(self, adapters=None, split=None):
+    def _plan(self, adapters=None, split=None, in_flight: int | None = None):
         """A ProbeRun with the configured battery on `adapters` (default: base and all)."""
-        from service.probes.runner import ProbeRun
+        from service.probes.runner import DEFAULT_IN_FLIGHT, ProbeRun
         from service.vlm.protocol import SamplingParams
 
         return ProbeRun(
@@ -92,6 +93,7 @@ class ProbeScheduler:
             cache_dir=self.settings.home / "probe-cache", split=split or self.settings.probe_split,
             best_of_n=self.settings.probe_best_of_n,
             temperature=self.settings.probe_temperature,
+            in_flight=in_flight or DEFAULT_IN_FLIGHT,
         )
 
     def _drive(self, probe_run, behind_users: bool = True) -> None:
@@ -107,12 +109,13 @@ class ProbeScheduler:
 
         Unlike scheduled runs it does not wait for idle time: under steady traffic there is
         none, and an operator's promotion would never end. Its generations join the running
-        batches as one more row each (README "Rolling out an adapter" measures the cost)."""
+        batches as one more row each (README "Rolling out an adapter" measures the cost): one
+        conversation at a time, so that it never fills the queue users wait in."""
         if not self._running.acquire(timeout=GATE_WAITS_S):
             raise Conflict(f"a probe run held the engine for over {GATE_WAITS_S:.0f} s; try "
                            "again", code="probe_run_in_progress")
         try:
-            probe_run = self._plan(adapters, split)
+            probe_run = self._plan(adapters, split, in_flight=1)
             self._drive(probe_run, behind_users=False)
             return probe_run.report
         finally:

@@ -18,23 +18,16 @@ def test_readme_opens_with_the_two_commands():
     assert "make serve" in first_block and "make test" in first_block
 
 
-def _flags(text: str) -> dict[str, str]:
-    """`--flag value` pairs of a shell command line (continuations and comments removed)."""
-    import itertools
-    import shlex
-
-    words = shlex.split(text.replace("\\\n", " "), comments=True)
-    return {w: v for w, v in itertools.pairwise(words)
-            if w.startswith("--") and not v.startswith("--")}
-
-
 def test_readme_trains_the_safety_adapter_with_its_settings():
-    """The README's by-hand command trains the adapter `make serve` trains
-    (`unlearning.demo.safety.SAFETY_ARGS`, the one copy of its settings)."""
+    """The README's by-hand command, parsed by the CLI, is the config `make serve` trains
+    (`unlearning.demo.safety.safety_config`, the one copy of its settings)."""
     import shlex
 
-    from unlearning.demo.safety import SAFETY_ARGS
+    from unlearning.cli import build_parser, train_config
+    from unlearning.demo.safety import safety_config
 
     command = next(b for b in README.split("```") if "python -m unlearning train" in b)
-    readme = _flags(command.split("python -m unlearning train", 1)[1].split("\npython", 1)[0])
-    assert _flags(shlex.join(SAFETY_ARGS)).items() <= readme.items()
+    flags = command.split("python -m unlearning train", 1)[1].split("\npython", 1)[0]
+    words = shlex.split(flags.replace("\\\n", " "), comments=True)
+    readme = train_config(build_parser().parse_args(["train", *words]))
+    assert readme == safety_config(Path("$model"), Path("$model-adapters/safety"), seed=0)

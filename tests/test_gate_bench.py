@@ -1,5 +1,5 @@
-"""`bench.gate` runs end to end on the tiny model (a real `bentoml serve`, two gate runs, a
-chatting client) and prints its side-by-side row; the demo's numbers are in README."""
+"""`python -m bench.gate` runs end to end on the tiny model (a real `bentoml serve`, two gate
+runs, a chatting client) and prints its side-by-side row; the demo's numbers are in README."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ import re
 
 import pytest
 
+from tests.fixtures.benches import run_bench
+
 pytestmark = pytest.mark.e2e
 
 
 def test_the_gate_bench_prints_gate_seconds_and_latency_ratios(tiny_model, reply_adapter,
-                                                                capsys):
-    from bench.gate import main
-
-    main(["--model", str(tiny_model), "--adapter", str(reply_adapter), "--repeats", "1",
-          "--seconds", "1", "--probes", "direct,over_refusal", "--per-probe", "1"])
-    out = capsys.readouterr().out
+                                                                tmp_path):
+    out = run_bench("gate", "--model", tiny_model, "--adapter", reply_adapter, "--repeats", 1,
+                    "--seconds", 1, "--probes", "direct,over_refusal", "--per-probe", 1,
+                    home=tmp_path)
     row = re.search(r"^\s+1\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+) ms\s+(\d+) ms\s+([\d.]+)",
                     out, re.M)
     assert row, out

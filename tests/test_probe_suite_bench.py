@@ -1,5 +1,5 @@
-"""`bench.probe_suite` runs (on the tiny model, one behaviour per probe, base plus an adapter)
-and prints a line per family and modality with the seconds of the probes behind it.
+"""`python -m bench.probe_suite` runs (on the tiny model, one behaviour per probe, base plus an
+adapter) and prints a line per family and modality with the seconds of the probes behind it.
 
 The tiny model's 512-token context is too short for the multi-turn `context` probes, so the test
 names the probe modules that fit; their families are not their modules' names
@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import re
 
+from tests.fixtures.benches import run_bench
+
 MODULES = ("adversarial", "visual", "sampling", "text", "wrappers")
 
 
 def test_the_probe_suite_bench_prints_every_family_with_its_seconds(tiny_model, reply_adapter,
-                                                                     capsys):
-    from bench.probe_suite import main
+                                                                     tmp_path):
     from service.probes.base import probe_classes
 
-    main(["--model", str(tiny_model), "--adapter", f"reply={reply_adapter}", "--per-probe", "1",
-          "--probes", ",".join(MODULES)])
-    out = capsys.readouterr().out
+    out = run_bench("probe_suite", "--model", tiny_model, "--adapter", f"reply={reply_adapter}",
+                    "--per-probe", 1, "--probes", ",".join(MODULES), home=tmp_path)
     assert re.search(r"cold: \d+ generations", out) and re.search(r"warm: \d+ generations", out)
     rows = re.findall(r"^  (\w+)\s+(text|image)\s+(\d+)\s+([\d.]+)\s+([\d.]+)", out, re.M)
     chosen = {(c.family, c.modality) for n, c in probe_classes().items()

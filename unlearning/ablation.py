@@ -26,8 +26,7 @@ from pathlib import Path
 
 import torch
 
-from service.vlm.adapters import WEIGHTS_FILE
-from service.vlm.folders import read_adapter_metadata, write_adapter_metadata
+from service.vlm.folders import AdapterFolder
 from unlearning.batching import messages_for
 from unlearning.data import Example
 
@@ -119,7 +118,7 @@ def ablate(model_path: str, adapter: str | Path, out: str | Path, harmful: list[
              for examples in (harmful, lookalike, harmless)]
     found = directions(*means, layer)
     weights = edited_weights(peft_model, "default", found.false_refusal)
-    config = json.loads((adapter / "adapter_config.json").read_text())
+    config = AdapterFolder(adapter).config()
     rank, alpha = config["r"], config["lora_alpha"]
     config["rank_pattern"] = {**config.get("rank_pattern", {}),
                               **{writer: rank + 1 for writer in WRITERS}}
@@ -127,11 +126,11 @@ def ablate(model_path: str, adapter: str | Path, out: str | Path, harmful: list[
                                **{writer: alpha * (rank + 1) / rank for writer in WRITERS}}
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(adapter, out, ignore=shutil.ignore_patterns("checkpoints", "eval"))
-    save_file(weights, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+    save_file(weights, str(AdapterFolder(out).weights_file), metadata={"format": "pt"})
     save_file({"refusal": found.refusal.contiguous(),
                "false_refusal": found.false_refusal.contiguous()}, str(out / DIRECTIONS_FILE))
-    (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    metadata = read_adapter_metadata(adapter)
+    AdapterFolder(out).config_file.write_text(json.dumps(config, indent=2) + "\n")
+    metadata = AdapterFolder(adapter).metadata()
     metadata.pop("evaluations", None)
     metadata["ablation"] = {
         "method": "false-refusal direction (Wang et al. 2024)", "layer": layer,
@@ -140,6 +139,6 @@ def ablate(model_path: str, adapter: str | Path, out: str | Path, harmful: list[
                                                "harmless": len(harmless)},
         "cosine_false_refusal_refusal_before": float(
             torch.nn.functional.cosine_similarity(means[1] - means[2], found.refusal, dim=0))}
-    write_adapter_metadata(out, metadata)
+    AdapterFolder(out).write_metadata(metadata)
     logger.info("false-refusal direction (layer %d) ablated from %s into %s", layer, adapter, out)
     return out

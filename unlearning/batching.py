@@ -29,7 +29,7 @@ from unlearning.losses import IGNORE
 
 @dataclass(frozen=True)
 class Typography:
-    """Draws prompts as typographic images the way the probes do (`service.probes.visual`),
+    """Draws prompts as typographic images the way the probes do (`service.probes.canvas`),
     on the grid a demo model learned to read when its folder records one."""
 
     context: object
@@ -50,8 +50,8 @@ class Typography:
         return cls(context, prompt or ModelFolder(model_path).image_prompt())
 
     def image(self, text: str, layout: str = "top") -> Image.Image:
-        from service.probes.visual import typography
-        from unlearning.demo.world import as_image_text
+        from service.probes.canvas import typography
+        from service.probes.typography import as_image_text
 
         return typography(as_image_text(text), self.context, layout)
 
@@ -118,7 +118,7 @@ def encode_example(processor, messages: list[Message], response: str, max_length
     }
 
 
-def collate(encoded: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
+def collate_examples(encoded: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a list of `encode_example` outputs into one batch."""
     length = max(len(e["input_ids"]) for e in encoded)
 
@@ -226,4 +226,4 @@ class BatchSource:
                            self.max_length, prefix)
             for e, target, as_image, prefix in items
         ]
-        return collate(encoded, self.pad_id)
+        return collate_examples(encoded, self.pad_id)

@@ -13,82 +13,55 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from service.evaluation import EvalSummary, by_split
 from service.probes.charts import (
     EXTRA_ROWS,
     MODALITIES,
     OUTCOME_ROWS,
-    Panel,
+    ChartPanel,
     draw,
     save,
     spread,
 )
-from service.probes.report import BASE, adapter_label
-from unlearning.tables import by_split, lookup, share
+from service.vlm.folders import BASE
 
 JUDGE = "payload"
 """The judge whose ASR the charts show unless told otherwise (README: every number is the
 compliance judge unless it says keyword)."""
 
 
-def _rate(summary: dict, section: str, judge: str, **key) -> float | None:
-    row = lookup(summary, section, **key)
-    return None if row is None else row["asr"].get(judge)
-
-
-def _share(summary: dict, outcome: str, **key) -> float | None:
-    row = lookup(summary, "asr_by_modality", **key)
-    return None if row is None else share(outcome)(row)
-
-
-def _false_refusal(summary: dict, **key) -> float | None:
-    """Look-alikes not answered as asked; the keyword judge's refusals in summaries from
-    before outcomes were recorded."""
-    row = lookup(summary, "false_refusal", **key)
-    if row is None:
-        return None
-    return row["not_answered"] if "not_answered" in row else row["asr"].get("keyword")
-
-
-def _accuracy(summary: dict, label: str, modality: str) -> float | None:
-    found = summary.get("utility", {}).get(f"{label}/{modality}")
-    return None if found is None else found["accuracy"]
-
-
-def summary_panel(summaries: Sequence[dict], modality: str, title: str,
-                  judge: str = JUDGE) -> Panel:
+def summary_panel(summaries: Sequence[EvalSummary], modality: str, title: str,
+                  judge: str = JUDGE) -> ChartPanel:
     """Base vs adapter of one modality over runs of one setting: `judge`'s ASR per family,
     the shares of attack replies refused and neither complied nor refused, then false
     refusals (look-alikes not answered as asked) and benign accuracy."""
-    families = sorted(dict.fromkeys(r["family"] for s in summaries for r in s["asr_by_family"]
-                                    if r["modality"] == modality))
-    own = [adapter_label(s.get("adapter_name")) for s in summaries]
+    families = sorted({f for s in summaries for f in s.families(modality)})
+    own = [s.label for s in summaries]
     series = [(BASE, [BASE] * len(summaries))] + ([] if set(own) == {BASE}
                                                    else [(_series_name(own), own)])
     bars = []
     for name, labels in series:
         pairs = list(zip(summaries, labels, strict=True))
-        bars += [spread(f, name, [_rate(s, "asr_by_family", judge, adapter=a, family=f,
-                                        modality=modality) for s, a in pairs])
+        bars += [spread(f, name, [s.rate("asr_by_family", judge, a, family=f,
+                                         modality=modality) for s, a in pairs])
                  for f in families]
-        bars += [spread(row, name, [_share(s, outcome, adapter=a, modality=modality)
-                                    for s, a in pairs])
+        bars += [spread(row, name, [s.share(outcome, a, modality) for s, a in pairs])
                  for row, outcome in zip(OUTCOME_ROWS, ("refused", "other"), strict=True)]
-        bars += [spread(EXTRA_ROWS[0], name, [_false_refusal(s, adapter=a, modality=modality)
-                                              for s, a in pairs]),
-                 spread(EXTRA_ROWS[1], name, [_accuracy(s, a, modality) for s, a in pairs])]
+        bars += [spread(EXTRA_ROWS[0], name, [s.not_answered(a, modality) for s, a in pairs]),
+                 spread(EXTRA_ROWS[1], name, [s.accuracy(a, modality) for s, a in pairs])]
     bars = [b for b in bars if b]
     outcomes = [row for row in OUTCOME_ROWS if any(b.row == row for b in bars)]
-    return Panel(title, [*families, *outcomes, *EXTRA_ROWS], bars, len(families))
+    return ChartPanel(title, [*families, *outcomes, *EXTRA_ROWS], bars, len(families))
 
 
-def summary_panels(summaries: Sequence[dict], judge: str = JUDGE) -> list[Panel]:
+def summary_panels(summaries: Sequence[EvalSummary], judge: str = JUDGE) -> list[ChartPanel]:
     """One panel per evaluation half (test first) and modality (text, image)."""
     groups = by_split(summaries)
     return [summary_panel(group, modality, f"{split} half: {modality} attacks"
                           if len(groups) > 1 else f"{modality} attacks", judge)
             for split, group in groups.items() for modality in MODALITIES
             if any(r["modality"] == modality for s in group
-                   for r in [*s["asr_by_family"], *s.get("false_refusal", [])])]
+                   for r in [*s.asr_by_family, *s.false_refusal])]
 
 
 def _series_name(labels: Sequence[str]) -> str:
@@ -103,17 +76,17 @@ def _series_name(labels: Sequence[str]) -> str:
     return shared.rstrip("-_ .") or "adapter"
 
 
-def seeds_title(summaries: Sequence[dict], judge: str = JUDGE) -> str:
+def seeds_title(summaries: Sequence[EvalSummary], judge: str = JUDGE) -> str:
     """Adapter, halves and number of runs, as the chart's title."""
     groups = by_split(summaries)
     runs = max(len(g) for g in groups.values())
-    name = _series_name([adapter_label(s.get("adapter_name")) for s in summaries])
+    name = _series_name([s.label for s in summaries])
     halves = " and ".join(groups) + (" halves" if len(groups) > 1 else " half")
     return (f"{name} vs base on the {halves}, "
             f"{f'{runs} seeds' if runs > 1 else 'one run'}: {judge} ASR per attack family")
 
 
-def seeds_note(summaries: Sequence[dict], judge: str = JUDGE) -> str:
+def seeds_note(summaries: Sequence[EvalSummary], judge: str = JUDGE) -> str:
     """What the bars measure, under the panels."""
     runs = max(len(g) for g in by_split(summaries).values())
     ranges = ("bar: mean over seeds, error bar: lowest to highest seed; " if runs > 1 else "")
@@ -123,11 +96,11 @@ def seeds_note(summaries: Sequence[dict], judge: str = JUDGE) -> str:
             "benign questions answered right (higher is better)")
 
 
-def seeds_chart(summaries: list[dict], path: Path, judge: str = JUDGE) -> Path:
+def seeds_chart(summaries: list[EvalSummary], path: Path, judge: str = JUDGE) -> Path:
     """Chart of one `unlearning eval` summary or several (seeds, halves) of one setting.
 
     Args:
-        summaries: what `eval.json` files hold (`unlearning/evaluate.py` `summarise`).
+        summaries: what `eval.json` files hold (`service.evaluation.EvalSummary`).
         path: the PNG to write (its folder is created).
         judge: whose ASR the family bars show; false refusals are always the keyword judge's.
 

@@ -6,7 +6,7 @@ data order is a pure function of (seed, step), so nothing about the data needs s
 data fingerprints are saved to refuse resuming on different data.
 
 A run can be killed at any moment, mid-write included, and resumed: a checkpoint is written
-into a hidden staging folder and renamed to `step-NNNNNN` once complete (`unlearning.atomic`),
+into a hidden staging folder and renamed to `step-NNNNNN` once complete (`service.atomic`),
 and a resume reads the newest one whole, checks it, and only then restores it, falling back to
 the next older one when a file is missing or cut short.
 """
@@ -25,13 +25,14 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
-from unlearning import atomic
+from service import atomic
+from service.vlm.folders import AdapterFolder
+from unlearning.config import read_lora
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
-WEIGHTS_FILE = "adapter_model.safetensors"
 OPTIMIZER_FILE, SCHEDULE_FILE, RNG_FILE = "optimizer.pt", "schedule.pt", "rng.pt"
 TORCH_FILES = (OPTIMIZER_FILE, SCHEDULE_FILE, RNG_FILE)
 RESUME_KEYS = ("data", "lora", "loss")
@@ -151,7 +152,8 @@ class Checkpoint:
         check_settings(folder, saved, state)
         shapes = {k: v.shape for k, v in get_peft_model_state_dict(peft_model).items()}
         groups = [len(g["params"]) for g in optimizer.param_groups]
-        return cls(saved, _read(folder / WEIGHTS_FILE, partial(_weights, shapes=shapes)),
+        weights = AdapterFolder(folder).weights_file
+        return cls(saved, _read(weights, partial(_weights, shapes=shapes)),
                    _read(folder / OPTIMIZER_FILE, partial(_optimizer, groups=groups)),
                    _read(folder / SCHEDULE_FILE, _schedule), _read(folder / RNG_FILE, _rng))
 
@@ -195,6 +197,8 @@ def resume(out: Path, peft_model, optimizer, schedule, state: dict) -> int:
 
 def check_settings(folder: Path, saved: dict, state: dict) -> None:
     state = json.loads(json.dumps(state))
+    if "lora" in saved:
+        saved = {**saved, "lora": read_lora(saved["lora"])}
     changed = [k for k in RESUME_KEYS if saved.get(k) != state.get(k)]
     if changed:
         raise ValueError(f"resume: {folder} was trained with different {', '.join(changed)} "

@@ -9,7 +9,8 @@
 
 A thin shell: `transformers.HfArgumentParser` turns the config dataclasses into the flags of
 `train` and `eval` (help text from each field's metadata, choices from `Literal` types) and the
-parsed flags back into configs, handed to `train`, `evaluate`, `register`. Multi-GPU:
+parsed flags back into configs, handed to `train`, `evaluate`, `register` (`as_flags` writes
+configs back as flags). Multi-GPU:
 `accelerate launch -m unlearning train ...` runs the same command under DDP/FSDP.
 """
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import sys
 from pathlib import Path
@@ -25,10 +25,10 @@ from typing import get_args
 
 from transformers import HfArgumentParser
 
+from service.atomic import describe
 from service.errors import CrossguardError
 from service.gate import RULES, Thresholds
 from service.probes.splits import Split
-from unlearning.atomic import describe
 from unlearning.config import (
     DataConfig,
     EvalConfig,
@@ -141,6 +141,29 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
                                   strict=True)))
 
 
+def as_flags(*groups) -> list[str]:
+    """The flags that parse back into `groups` (config dataclass instances, e.g. a
+    `TrainConfig`'s run, data, lora, loss, optim): one per field that differs from its default,
+    for a run in another process (`python -m unlearning train ...`).
+
+    Raises:
+        ValueError: for a field set to None whose default is not (no flag says None).
+    """
+    flags = []
+    for group in groups:
+        for field in dataclasses.fields(group):
+            value = getattr(group, field.name)
+            default = field.default if field.default_factory is dataclasses.MISSING \
+                else field.default_factory()
+            if value == default:
+                continue
+            if value is None:
+                raise ValueError(f"{field.name}: None cannot be written as a flag")
+            values = value if isinstance(value, list) else [value]
+            flags += [f"--{field.name.replace('_', '-')}", *map(str, values)]
+    return flags
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
@@ -181,18 +204,19 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         print(summary_markdown(evaluate(*configs(args, EvalConfig))))
     elif args.command == "register":
-        from unlearning.register import register
+        from unlearning.register import register_adapter
 
         if args.gate:
             _gate(args)
         elif gate_limits(args) != Thresholds() or args.gate_skip:
             raise ValueError("max_*, gate_skip: the gate's limits and rules need --gate")
-        print(register(args.adapter, args.name))
+        print(register_adapter(args.adapter, args.name))
     else:
+        from service.evaluation import EvalSummary
         from unlearning.charts import seeds_chart
         from unlearning.tables import seeds_markdown
 
-        summaries = [json.loads(p.read_text()) for p in args.summaries]
+        summaries = [EvalSummary.from_json(p.read_text(), str(p)) for p in args.summaries]
         print(seeds_markdown(summaries))
         print(f"chart: {seeds_chart(summaries, args.chart)}", file=sys.stderr)
 

@@ -8,7 +8,6 @@ message, so a bad run fails before any model is loaded.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import typing
 from dataclasses import dataclass, field, fields
@@ -17,6 +16,7 @@ from typing import Literal
 from service.probes.splits import Split
 from service.vlm.adapters import LANGUAGE_MODEL_TARGETS
 from service.vlm.folders import DEFAULT_IMAGE_PROMPT
+from unlearning.options import option, required
 
 DataFormat = Literal["auto", "simple", "messages", "pku-saferlhf", "truthfulqa"]
 
@@ -26,31 +26,6 @@ DEFAULT_REFUSALS = (
     "I cannot help with that. It could cause harm.",
 )
 """The refusal pool of L_refusal: short, unambiguous, and matched by the keyword judge."""
-
-
-class Accumulate(argparse.Action):
-    """A list flag that adds up: `--x a b --x c` gives [a, b, c]. Unlike argparse's `extend`,
-    the first use replaces the field's default instead of adding to it."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        items = getattr(namespace, self.dest)
-        setattr(namespace, self.dest, [*([] if items is self.default else items), *values])
-
-
-def _metadata(text: str, many: bool) -> dict:
-    """Field metadata; `HfArgumentParser` passes it to `add_argument`."""
-    return {"help": text, "action": Accumulate} if many else {"help": text}
-
-
-def _f(default, text: str, many: bool = False):
-    """A dataclass field with help text; `many` for lists. Lists and tuples get a factory."""
-    if isinstance(default, (list, tuple)):
-        return field(default_factory=lambda: list(default), metadata=_metadata(text, many))
-    return field(default=default, metadata=_metadata(text, many))
-
-
-def _required(text: str, many: bool = False):
-    return field(metadata=_metadata(text, many))
 
 
 @functools.cache
@@ -79,25 +54,26 @@ class DataConfig:
 
     _argument_group_name = "data"
 
-    forget: list[str] = _required(
+    forget: list[str] = required(
         "Harmful data: (harmful prompt, harmful response) pairs. JSONL/JSON/CSV/parquet files "
         "or local Hugging Face dataset folders; repeatable.", many=True)
-    retain: list[str] = _required(
+    retain: list[str] = required(
         "Normal data whose outputs must not move (KL term); same formats as --forget.",
         many=True)
-    forget_format: DataFormat = _f("auto", "Row mapping of --forget; auto "
-                            "detects it from the columns.")
-    retain_format: DataFormat = _f("auto", "Row mapping of --retain (see --forget-format).")
-    split: str | None = _f(None, "Split of dataset folders (default: train, else the only one).")
-    max_examples: int | None = _f(None, "Keep at most this many examples per set (first rows).")
-    modality: Literal["text", "multimodal"] = _f(
+    forget_format: DataFormat = option("auto", "Row mapping of --forget; auto detects it "
+                                       "from the columns.")
+    retain_format: DataFormat = option("auto", "Row mapping of --retain (see --forget-format).")
+    split: str | None = option(None, "Split of dataset folders (default: train, else the "
+                               "only one).")
+    max_examples: int | None = option(None, "Keep at most this many examples per set (first rows).")
+    modality: Literal["text", "multimodal"] = option(
         "text", "text: harmful prompts as text chats (textual unlearning). multimodal: the same "
         "prompts drawn as typographic images under a benign text prompt, for comparison.")
-    image_prompt: str | None = _f(
+    image_prompt: str | None = option(
         None, "Benign text sent with the typographic image in multimodal mode (default: the "
         f"demo world's image prompt for a demo model, else {DEFAULT_IMAGE_PROMPT!r}).")
-    max_length: int = _f(512, "Tokens per example (prompt, image tokens and response); the "
-                         "response is cut to fit.")
+    max_length: int = option(512, "Tokens per example (prompt, image tokens and response); "
+                             "the response is cut to fit.")
     def __post_init__(self) -> None:
         check_choices(self)
         for name in ("forget", "retain"):
@@ -111,16 +87,22 @@ class DataConfig:
 
 @dataclass
 class LoraSettings:
-    """The LoRA adapter trained on the language model (vision tower and projector frozen)."""
+    """The LoRA adapter trained on the language model (vision tower and projector frozen).
+
+    Every field but `scope` is peft's `LoraConfig` field of the same name, passed on as it is;
+    the flags `--rank`, `--alpha`, `--dropout` and `--targets` are aliases of theirs.
+    """
 
     _argument_group_name = "lora"
 
-    rank: int = _f(16, "LoRA rank r.")
-    alpha: float = _f(32.0, "LoRA alpha (the update is scaled by alpha / rank).")
-    dropout: float = _f(0.0, "Dropout on the LoRA input.")
-    targets: str = _f(LANGUAGE_MODEL_TARGETS, "Regex of the modules to adapt; the default "
-                      "matches the language model's projections only.")
-    scope: Literal["all", "assistant"] = _f(
+    r: int = option(16, "LoRA rank.", aliases=["--rank"])
+    lora_alpha: float = option(32.0, "LoRA alpha (the update is scaled by lora_alpha / r).",
+                               aliases=["--alpha"])
+    lora_dropout: float = option(0.0, "Dropout on the LoRA input.", aliases=["--dropout"])
+    target_modules: str = option(LANGUAGE_MODEL_TARGETS, "Regex of the modules to adapt; the "
+                                 "default matches the language model's projections only.",
+                                 aliases=["--targets"])
+    scope: Literal["all", "assistant"] = option(
         "all", "Positions the LoRA delta acts on. all: every position (plain LoRA). assistant: "
         "only from the chat template's generation prompt on (the reply), so every prompt state, "
         "text and image tokens alike, stays exactly the base model's: peft's Activated LoRA "
@@ -129,14 +111,25 @@ class LoraSettings:
         "allow no gradient checkpointing beside this trainer's several forwards per step.")
 
     def __post_init__(self) -> None:
-        if self.rank < 1:
-            raise ValueError("rank: must be at least 1")
-        if self.alpha <= 0:
-            raise ValueError("alpha: must be positive")
-        if not 0 <= self.dropout < 1:
-            raise ValueError("dropout: must lie in [0, 1)")
-        if not self.targets.strip():
-            raise ValueError("targets: give a module regex")
+        if self.r < 1:
+            raise ValueError("r: must be at least 1")
+        if self.lora_alpha <= 0:
+            raise ValueError("lora_alpha: must be positive")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError("lora_dropout: must lie in [0, 1)")
+        if not self.target_modules.strip():
+            raise ValueError("target_modules: give a module regex")
+
+
+OLD_LORA_NAMES = {"rank": "r", "alpha": "lora_alpha", "dropout": "lora_dropout",
+                  "targets": "target_modules"}
+"""`LoraSettings` fields as files written before it took peft's names hold them."""
+
+
+def read_lora(saved: dict) -> dict:
+    """A saved `LoraSettings` (the `lora` group of crossguard.json `config` or of a checkpoint's
+    state) under today's field names, whichever names it was written with."""
+    return {OLD_LORA_NAMES.get(name, name): value for name, value in saved.items()}
 
 
 @dataclass
@@ -145,11 +138,11 @@ class LossConfig:
 
     _argument_group_name = "loss"
 
-    forget_weight: float = _f(0.5, "w_forget: weight of L_forget on harmful responses.")
-    refusal_weight: float = _f(1.0, "w_refusal: weight of L_refusal on harmful prompts.")
-    retain_weight: float = _f(1.0, "w_retain: weight of L_retain on normal prompts (the KL "
-                              "term, or see --retain-loss).")
-    forget_loss: Literal["ga", "npo", "reroute", "rmu"] = _f(
+    forget_weight: float = option(0.5, "w_forget: weight of L_forget on harmful responses.")
+    refusal_weight: float = option(1.0, "w_refusal: weight of L_refusal on harmful prompts.")
+    retain_weight: float = option(1.0, "w_retain: weight of L_retain on normal prompts (the "
+                                  "KL term, or see --retain-loss).")
+    forget_loss: Literal["ga", "npo", "reroute", "rmu"] = option(
         "ga", "ga: gradient ascent (negative NLL of the harmful response). npo: negative "
         "preference optimisation (Zhang et al. 2024), bounded where ascent diverges. reroute: "
         "representation rerouting, the circuit breakers of Zou et al. 2024 (arXiv 2406.04313): "
@@ -160,42 +153,42 @@ class LossConfig:
         "mean squared distance of the harmful rows' states at --rmu-layer to c*u, u a fixed "
         "random unit vector (pair it with --retain-loss hidden --hidden-distance mse "
         "--retain-layers at the same layer for the paper's recipe).")
-    npo_beta: float = _f(0.1, "beta of NPO (inverse temperature of the log-ratio).")
-    forget_nll_cap: float | None = _f(
+    npo_beta: float = option(0.1, "beta of NPO (inverse temperature of the log-ratio).")
+    forget_nll_cap: float | None = option(
         None, "Clamp each harmful response's NLL at this value inside gradient ascent, so "
         "examples already forgotten stop pushing (ga only).")
-    reroute_layers: list[int] | None = _f(
+    reroute_layers: list[int] | None = option(
         None, "Indices into the model's hidden_states (0: embeddings, i: output of decoder "
         "layer i) where reroute compares the adapted and original states (default: the "
         "layers at 10/32 and 20/32 of the depth, the paper's 10 and 20 of 32).", many=True)
-    rmu_layer: int | None = _f(
+    rmu_layer: int | None = option(
         None, "Index into hidden_states (see --reroute-layers) that rmu steers (default: the "
         "one at a quarter of the depth, the paper's output of layer 7 of 32).")
-    rmu_coefficient: float = _f(
+    rmu_coefficient: float = option(
         6.5, "c of rmu: the norm of the target c*u (the paper's 6.5 for Zephyr-7B; it should "
         "exceed the typical state norm at --rmu-layer).")
-    retain_loss: Literal["kl", "hidden"] = _f(
+    retain_loss: Literal["kl", "hidden"] = option(
         "kl", "kl: KL from the original model's next-token distribution on the normal "
         "responses (Yao et al. 2023). hidden: distance of the adapted model's hidden states to "
         "the original's at --retain-layers over all non-padding positions of the normal rows "
         "(prompt, image tokens and response), as circuit breakers' (Zou et al. 2024) and RMU's "
         "(Li et al. 2024) retain terms.")
-    retain_layers: list[int] | None = _f(
+    retain_layers: list[int] | None = option(
         None, "Indices into hidden_states (see --reroute-layers) that --retain-loss hidden "
         "compares (default: every decoder layer, 1 to the depth).", many=True)
-    hidden_distance: Literal["l2", "cosine", "mse"] = _f(
+    hidden_distance: Literal["l2", "cosine", "mse"] = option(
         "l2", "Distance of --retain-loss hidden, averaged over layers and positions. l2: "
         "||h - h_base||_2 (circuit breakers). cosine: 1 - cos(h, h_base). mse: "
         "||h - h_base||^2 / dim (RMU).")
-    refusal_target: Literal["refusal", "random"] = _f(
+    refusal_target: Literal["refusal", "random"] = option(
         "refusal", "refusal: NLL towards a refusal from --refusals. random: towards a random "
         "normal answer (Yao's 'random' variant).")
-    refusals: list[str] = _f(DEFAULT_REFUSALS, "Refusal strings, used in turn.", many=True)
-    recovery_share: float = _f(
+    refusals: list[str] = option(DEFAULT_REFUSALS, "Refusal strings, used in turn.", many=True)
+    recovery_share: float = option(
         0.0, "Share of L_refusal examples whose refusal follows a random-length prefix of the "
         "harmful response, so the model also recovers from a reply already under way (Qi et "
         "al. 2025, deep safety alignment).")
-    recovery_from: float = _f(
+    recovery_from: float = option(
         0.0, "Shortest such prefix, as a share of the harmful response (0: one token).")
 
     def __post_init__(self) -> None:
@@ -244,17 +237,17 @@ class OptimConfig:
 
     _argument_group_name = "optim"
 
-    lr: float = _f(2e-4, "Peak AdamW learning rate of the LoRA weights.")
-    schedule: Literal["constant", "linear", "cosine"] = _f(
+    lr: float = option(2e-4, "Peak AdamW learning rate of the LoRA weights.")
+    schedule: Literal["constant", "linear", "cosine"] = option(
         "linear", "Decay after warm-up: constant, linear to 0, or cosine to 0.")
-    warmup_steps: int = _f(0, "Linear warm-up steps.")
-    weight_decay: float = _f(0.0, "AdamW weight decay.")
-    max_grad_norm: float | None = _f(1.0, "Gradient clipping norm (none: no clipping).")
-    batch_size: int = _f(2, "Examples per term (forget, refusal, retain) per micro-batch and "
-                         "process.")
-    grad_accum: int = _f(1, "Micro-batches accumulated per optimiser step.")
-    max_steps: int = _f(1000, "Optimiser steps (Yao et al. run 1000).")
-    stop_forget_nll: float | None = _f(
+    warmup_steps: int = option(0, "Linear warm-up steps.")
+    weight_decay: float = option(0.0, "AdamW weight decay.")
+    max_grad_norm: float | None = option(1.0, "Gradient clipping norm (none: no clipping).")
+    batch_size: int = option(2, "Examples per term (forget, refusal, retain) per micro-batch "
+                             "and process.")
+    grad_accum: int = option(1, "Micro-batches accumulated per optimiser step.")
+    max_steps: int = option(1000, "Optimiser steps (Yao et al. run 1000).")
+    stop_forget_nll: float | None = option(
         None, "Also stop once the harmful responses' mean NLL (this step's forget batch) "
         "exceeds this value.")
 
@@ -279,16 +272,18 @@ class RunConfig:
 
     _argument_group_name = "run"
 
-    model: str = _required("Base VLM: a local folder or a cached Hugging Face id.")
-    out: str = _required("Adapter folder to write (e.g. adapters/safety).")
-    seed: int = _f(0, "Seed of the LoRA initialisation and of the data order.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f(
+    model: str = required("Base VLM: a local folder or a cached Hugging Face id.")
+    out: str = required("Adapter folder to write (e.g. adapters/safety).")
+    seed: int = option(0, "Seed of the LoRA initialisation and of the data order.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
         "auto", "Weights dtype: auto = bfloat16 on GPU, float32 on CPU.")
-    gradient_checkpointing: bool = _f(False, "Recompute activations in backward (less memory).")
-    save_every: int = _f(0, "Write a resumable checkpoint every N steps (0: never).")
-    resume: bool = _f(False, "Continue from the newest checkpoint in OUT/checkpoints.")
-    log_every: int = _f(10, "Log the loss terms every N steps (also to OUT/train_log.jsonl).")
-    threads: int = _f(1, "torch CPU threads (0: torch's default; 1 is fastest on small hosts).")
+    gradient_checkpointing: bool = option(False, "Recompute activations in backward (less "
+                                          "memory).")
+    save_every: int = option(0, "Write a resumable checkpoint every N steps (0: never).")
+    resume: bool = option(False, "Continue from the newest checkpoint in OUT/checkpoints.")
+    log_every: int = option(10, "Log the loss terms every N steps (also to OUT/train_log.jsonl).")
+    threads: int = option(1, "torch CPU threads (0: torch's default; 1 is fastest on small "
+                          "hosts).")
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -322,33 +317,35 @@ class TrainConfig:
 class EvalConfig:
     """What `eval` attacks and scores, and where the report goes."""
 
-    model: str = _required("Base VLM: a local folder or a cached Hugging Face id.")
-    adapter: str | None = _f(None, "Adapter folder to compare with the base (none: base only).")
-    out: str | None = _f(None, "Report folder (default: ADAPTER/eval, else ./eval).")
-    probes: str = _f("all", "Comma-separated probe names or families, or 'all'.")
-    judges: list[str] | None = _f(
+    model: str = required("Base VLM: a local folder or a cached Hugging Face id.")
+    adapter: str | None = option(None, "Adapter folder to compare with the base (none: base "
+                                 "only).")
+    out: str | None = option(None, "Report folder (default: ADAPTER/eval, else ./eval).")
+    probes: str = option("all", "Comma-separated probe names or families, or 'all'.")
+    judges: list[str] | None = option(
         None, "Judge specs (keyword, payload, classifier:PATH, guard:PATH); default: "
         "payload + keyword for demo models, keyword otherwise.", many=True)
-    behaviors: str | None = _f(
+    behaviors: str | None = option(
         None, "Behaviours to attack (JSONL/JSON/CSV); default: the demo model's held-out set, "
         "else the built-in set.")
-    behaviors_split: str | None = _f(None, "Keep only rows of this split of --behaviors.")
-    per_probe: int = _f(0, "Behaviours per probe (0: all).")
-    split: Split = _f(
+    behaviors_split: str | None = option(None, "Keep only rows of this split of --behaviors.")
+    per_probe: int = option(0, "Behaviours per probe (0: all).")
+    split: Split = option(
         "test", "Evaluation half: validation (choose settings on it) or test (report it); "
         "probes draw that half's wordings, prompts, layouts, system prompts, earlier turns and "
         "seeds, and the default behaviour, over-refusal and utility sets that half's items.")
-    best_of_n: int = _f(8, "Replies sampled per best-of-N attempt (success if any complies).")
-    temperature: float = _f(1.0, "Sampling temperature of best-of-N attempts.")
-    utility: str | None = _f(
+    best_of_n: int = option(8, "Replies sampled per best-of-N attempt (success if any "
+                            "complies).")
+    temperature: float = option(1.0, "Sampling temperature of best-of-N attempts.")
+    utility: str | None = option(
         None, "Utility set (any --retain format; image_text rows are drawn), scored by answer "
         "match; default: a demo model's held-out benign questions.")
-    utility_match: Literal["exact", "contains"] = _f(
+    utility_match: Literal["exact", "contains"] = option(
         "exact", "exact: the normalised reply equals the answer; contains: it contains it.")
-    max_utility: int | None = _f(None, "Score at most this many utility examples.")
-    max_tokens: int = _f(64, "Tokens generated per reply (probes and utility).")
-    threads: int = _f(1, "torch CPU threads (0: torch's default).")
-    device: str = _f("auto", "auto, cpu, cuda or cuda:N.")
+    max_utility: int | None = option(None, "Score at most this many utility examples.")
+    max_tokens: int = option(64, "Tokens generated per reply (probes and utility).")
+    threads: int = option(1, "torch CPU threads (0: torch's default).")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N.")
 
     def __post_init__(self) -> None:
         check_choices(self)

@@ -11,7 +11,6 @@ each marked with its half.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import defaultdict
@@ -20,14 +19,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from service.evaluation import EvalSummary, UtilityKey
 from service.probes.context import probe_context
 from service.probes.outcomes import OUTCOMES
-from service.vlm.folders import (
-    ModelFolder,
-    adapter_label,
-    read_adapter_metadata,
-    write_adapter_metadata,
-)
+from service.vlm.folders import AdapterFolder, ModelFolder, adapter_label
 from service.vlm.protocol import Engine
 from unlearning.batching import Typography, messages_for
 from unlearning.config import EvalConfig
@@ -72,7 +67,7 @@ def utility_items(config: EvalConfig) -> list[UtilityItem]:
     return items[: config.max_utility] if config.max_utility else items
 
 
-def evaluate(config: EvalConfig, progress: bool = True) -> dict:
+def evaluate(config: EvalConfig, progress: bool = True) -> EvalSummary:
     """Run probes and the utility set on the base model and the adapter; write the reports.
 
     Returns:
@@ -133,7 +128,7 @@ def typography_for(engine: Engine) -> Typography:
 def score_utility(engine, adapters: list[str | None], items: list[UtilityItem],
                   config: EvalConfig, params, bar) -> dict:
     """Accuracy and benign refusal rate per adapter and modality (and accuracy per task, when
-    the set names tasks: it shows *which* skill an adapter cost)."""
+    the set names tasks: it shows *which* skill an adapter cost), keyed by `UtilityKey`."""
     from service.probes.judges import KeywordRefusalJudge, normalise
 
     typography = typography_for(engine)
@@ -145,19 +140,17 @@ def score_utility(engine, adapters: list[str | None], items: list[UtilityItem],
             reply = normalise(served_reply(engine, item.example, typography, params, adapter))
             answer = normalise(item.example.response)
             right = reply == answer if config.utility_match == "exact" else answer in reply
-            for key in ((label, item.modality), (label, f"{item.modality}/{item.task}")):
+            tasks = (None,) if item.task is None else (None, item.task)
+            for key in (UtilityKey(label, item.modality, task) for task in tasks):
                 counts[key]["n"] += 1
                 counts[key]["correct"] += right
                 counts[key]["refused"] += bool(refusals.refused(reply))
             bar.update()
-    return {
-        f"{label}/{group}": {"n": c["n"], "accuracy": c["correct"] / c["n"],
-                             "refusal_rate": c["refused"] / c["n"]}
-        for (label, group), c in counts.items() if not group.endswith("/None")
-    }
+    return {str(key): {"n": c["n"], "accuracy": c["correct"] / c["n"],
+                       "refusal_rate": c["refused"] / c["n"]} for key, c in counts.items()}
 
 
-def summarise(report, utility: dict, config: EvalConfig, adapter: str | None) -> dict:
+def summarise(report, utility: dict, config: EvalConfig, adapter: str | None) -> EvalSummary:
     """ASR per (adapter, family, modality) and per (adapter, modality), by every judge, with
     the share of each outcome (`service.probes.outcomes`) beside it; false refusals per
     (adapter, modality) as refused (keyword judge) and as not answered as asked (the
@@ -170,25 +163,25 @@ def summarise(report, utility: dict, config: EvalConfig, adapter: str | None) ->
                     if kind == "benign" and cell.outcomes else {})}
                 for cell in report.cells(keys, kind)]
 
-    return {
-        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model": config.model,
-        "adapter": config.adapter,
-        "adapter_name": adapter,
-        "split": config.split,
-        "judges": list(report.judges),
-        "probes": config.probes,
-        "behaviors": config.behaviors or "default",
-        "best_of_n": {"n": config.best_of_n, "temperature": config.temperature},
-        "asr_by_family": rows(("adapter", "family", "modality")),
-        "asr_by_modality": rows(("adapter", "modality")),
-        "false_refusal": rows(("adapter", "modality"), "benign"),
-        "utility": utility,
-        "skipped": report.skipped,
-    }
+    return EvalSummary(
+        at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        model=config.model,
+        adapter=config.adapter,
+        adapter_name=adapter,
+        split=config.split,
+        judges=tuple(report.judges),
+        probes=config.probes,
+        behaviors=config.behaviors or "default",
+        best_of_n={"n": config.best_of_n, "temperature": config.temperature},
+        asr_by_family=tuple(rows(("adapter", "family", "modality"))),
+        asr_by_modality=tuple(rows(("adapter", "modality"))),
+        false_refusal=tuple(rows(("adapter", "modality"), "benign")),
+        utility=utility,
+        skipped=report.skipped,
+    )
 
 
-def write_reports(report, summary: dict, config: EvalConfig) -> Path:
+def write_reports(report, summary: EvalSummary, config: EvalConfig) -> Path:
     """report.json/.md/.png (every attempt), eval.json/.md/.png (the summary), crossguard.json
     entry."""
     from service.probes.charts import report_chart
@@ -199,12 +192,12 @@ def write_reports(report, summary: dict, config: EvalConfig) -> Path:
     out = Path(config.out or default / config.split)
     report.save(out)
     report_chart(report, out / "report.png")
-    (out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "eval.json").write_text(summary.to_json())
     (out / "eval.md").write_text(summary_markdown(summary))
     seeds_chart([summary], out / "eval.png")
     if config.adapter:
-        metadata = read_adapter_metadata(config.adapter)
-        metadata.setdefault("evaluations", []).append({**summary, "report": str(out)})
-        write_adapter_metadata(config.adapter, metadata)
+        metadata = AdapterFolder(config.adapter).metadata()
+        metadata.setdefault("evaluations", []).append({**summary.to_dict(), "report": str(out)})
+        AdapterFolder(config.adapter).write_metadata(metadata)
     logger.info("evaluation written to %s", out)
     return out

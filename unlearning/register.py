@@ -18,9 +18,10 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from service.evaluation import EvalSummary
 from service.gate import GateVerdict, Measures, Thresholds, judge
 from service.probes.splits import Split
-from service.vlm.folders import BASE, read_adapter_metadata
+from service.vlm.folders import BASE, AdapterFolder
 from unlearning import checkpoints
 
 logger = logging.getLogger(__name__)
@@ -49,22 +50,25 @@ def labels_of(metadata: dict) -> dict[str, str]:
         "seed": config.get("run", {}).get("seed"),
         "steps": metadata.get("steps"),
     }
-    latest = (metadata.get("evaluations") or [None])[-1]
-    if latest:
-        name = latest.get("adapter_name")
-        for row in latest.get("asr_by_modality", []):
-            if row.get("adapter") == name:
-                for judge, value in row["asr"].items():
-                    if value is not None:
-                        labels[f"asr_{judge}_{row['modality']}"] = f"{value:.4f}"
+    if metadata.get("evaluations"):
+        latest = EvalSummary.from_dict(metadata["evaluations"][-1], EVALUATIONS)
+        for row in latest.rows("asr_by_modality", latest.label):
+            for judge, value in row["asr"].items():
+                if value is not None:
+                    labels[f"asr_{judge}_{row['modality']}"] = f"{value:.4f}"
     return {k: str(v) for k, v in labels.items() if v is not None}
 
 
-def latest_evaluation(metadata: dict, split: Split) -> dict | None:
+EVALUATIONS = "crossguard.json evaluations"
+"""Where registration reads evaluation summaries, for their error messages."""
+
+
+def latest_evaluation(metadata: dict, split: Split) -> EvalSummary | None:
     """The last evaluation on `split` in crossguard.json; an evaluation on the other half,
     even a later one, is never read in its place (the test half decides nothing)."""
-    return next((e for e in reversed(metadata.get("evaluations", [])) if e.get("split") == split),
-                None)
+    summaries = (EvalSummary.from_dict(e, EVALUATIONS)
+                 for e in reversed(metadata.get("evaluations", [])))
+    return next((s for s in summaries if s.split == split), None)
 
 
 def gate_verdict(folder: str | Path, split: Split, limits: Thresholds,
@@ -77,7 +81,7 @@ def gate_verdict(folder: str | Path, split: Split, limits: Thresholds,
         LookupError: when crossguard.json holds no evaluation on `split`: a gate never passes
             on nothing measured.
     """
-    metadata = read_adapter_metadata(folder)
+    metadata = AdapterFolder(folder).metadata()
     summary = latest_evaluation(metadata, split)
     if summary is None:
         model = metadata.get("base_model", "MODEL")
@@ -85,22 +89,20 @@ def gate_verdict(folder: str | Path, split: Split, limits: Thresholds,
                           f"`python -m unlearning eval --model {model} --adapter {folder} "
                           f"--split {split}` first")
     base = Measures.from_evaluation(summary, BASE)
-    return judge(Measures.from_evaluation(summary, summary["adapter_name"]), base, base, limits,
-                 skip)
+    return judge(Measures.from_evaluation(summary, summary.label), base, base, limits, skip)
 
 
-def register(adapter: str | Path, name: str | None = None) -> str:
+def register_adapter(adapter: str | Path, name: str | None = None) -> str:
     """Copy the adapter folder into the model store; returns the new tag ("name:version").
 
     Raises:
-        ValueError: when the folder is not a peft adapter.
+        NotAnAdapter: (a ValueError) when the folder is not a peft LoRA adapter.
     """
     import bentoml
 
     folder = Path(adapter)
-    if not (folder / "adapter_config.json").is_file():
-        raise ValueError(f"adapter: {folder} has no adapter_config.json (not a peft adapter)")
-    metadata = read_adapter_metadata(folder)
+    AdapterFolder(folder).config()
+    metadata = AdapterFolder(folder).metadata()
     with bentoml.models.create(
         name or store_name(folder), labels=labels_of(metadata),
         metadata={"crossguard": _plain(metadata)}, module="crossguard.unlearning",

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from service.evaluation import EvalSummary, Row, by_split, judged, share
 from service.probes.outcomes import OUTCOMES
 from service.probes.report import pct
-from service.probes.splits import SPLITS
-from service.vlm.folders import BASE, adapter_label
-
-SPLIT_ORDER = tuple(reversed(SPLITS))
-"""Test first, validation beside it."""
+from service.vlm.folders import BASE
 
 
 def _cell(values: Sequence[float | None], worst: Callable = max) -> str:
@@ -31,55 +28,30 @@ def _cell(values: Sequence[float | None], worst: Callable = max) -> str:
     return f"{mean} ({pct(worst(known), unit='')})"
 
 
-def lookup(summary: dict, section: str, **key) -> dict | None:
-    """The row of `summary[section]` whose fields equal `key`, else None."""
-    return next((r for r in summary.get(section, []) if all(r.get(k) == v
-                                                           for k, v in key.items())), None)
-
-
-def _adapter_label(summary: dict) -> str:
-    return adapter_label(summary.get("adapter_name"))
-
-
-def _column(summaries: Sequence[dict]) -> str:
+def _column(summaries: Sequence[EvalSummary]) -> str:
     """The adapter's column title: its name, or `adapter` when the runs name it differently."""
-    names = {_adapter_label(s) for s in summaries}
+    names = {s.label for s in summaries}
     return names.pop() if len(names) == 1 else "adapter"
 
 
-def by_split(summaries: Sequence[dict]) -> dict[str, list[dict]]:
-    """Summaries grouped by evaluation half, test first (summaries from before the halves
-    existed count as test)."""
-    groups = {split: [s for s in summaries if s.get("split", "test") == split]
-              for split in SPLIT_ORDER}
-    return {split: group for split, group in groups.items() if group}
+Groups = dict[str, list[EvalSummary]]
+"""Summaries by evaluation half (`service.evaluation.by_split`)."""
 
 
-def _keys(groups: dict[str, list[dict]], section: str, keys: Sequence[str]) -> list[tuple]:
+def _keys(groups: Groups, section: str, keys: Sequence[str]) -> list[tuple]:
     """The rows' keys, sorted by their first (family, or modality); within one family in the
     order the probes ran."""
     seen = []
     for group in groups.values():
-        for row in group[0].get(section, []):
+        for row in group[0].rows(section):
             combo = tuple(row[k] for k in keys)
             if combo not in seen:
                 seen.append(combo)
     return sorted(seen, key=lambda combo: combo[0])
 
 
-def judged(judge: str) -> Callable[[dict], float | None]:
-    """A row's rate by one judge."""
-    return lambda row: row["asr"].get(judge)
-
-
-def share(outcome: str) -> Callable[[dict], float | None]:
-    """A row's share of one outcome (`service.probes.outcomes`); None in summaries from
-    before outcomes were recorded."""
-    return lambda row: row.get("outcomes", {}).get(outcome)
-
-
-def rate_table(groups: dict[str, list[dict]], section: str, keys: Sequence[str],
-               value: Callable[[dict], float | None], worst: Callable = max) -> list[str]:
+def rate_table(groups: Groups, section: str, keys: Sequence[str],
+               value: Callable[[Row], float | None], worst: Callable = max) -> list[str]:
     """Rows of `keys`, columns base and adapter per half, for one rate of the rows."""
     adapter = _column([s for g in groups.values() for s in g])
     labels = [BASE] if adapter == BASE else [BASE, adapter]
@@ -90,15 +62,15 @@ def rate_table(groups: dict[str, list[dict]], section: str, keys: Sequence[str],
         cells = []
         for summaries in groups.values():
             for label in labels:
-                found = [lookup(s, section, adapter=label if label == BASE else
-                                 _adapter_label(s), **key) for s in summaries]
+                found = [s.lookup(section, label if label == BASE else s.label, **key)
+                         for s in summaries]
                 values = [value(f) if f else None for f in found]
                 cells.append(_cell(values[:1] if label == BASE else values, worst))
         lines.append("| " + " | ".join([*combo, *cells]) + " |")
     return lines
 
 
-def utility_table(groups: dict[str, list[dict]]) -> list[str]:
+def utility_table(groups: Groups) -> list[str]:
     adapter = _column([s for g in groups.values() for s in g])
     labels = [BASE] if adapter == BASE else [BASE, adapter]
     header = ["model", "modality", *(f"{split}: {what}" for split in groups
@@ -108,8 +80,8 @@ def utility_table(groups: dict[str, list[dict]]) -> list[str]:
         for modality in ("text", "image"):
             cells = []
             for summaries in groups.values():
-                found = [s["utility"].get(f"{label if label == BASE else _adapter_label(s)}/"
-                                          f"{modality}") for s in summaries]
+                found = [s.lookup("utility", label if label == BASE else s.label,
+                                  modality=modality) for s in summaries]
                 found = found[:1] if label == BASE else found
                 n = next((c["n"] for c in found if c), None)
                 cells += [str(n) if n else "-",
@@ -120,12 +92,11 @@ def utility_table(groups: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
-def outcome_tables(groups: dict[str, list[dict]]) -> list[str]:
+def outcome_tables(groups: Groups) -> list[str]:
     """Per modality, the share of attack replies that complied, refused or did neither, and
     the share of the last that fit none of the world's answer templates (summaries from before
     outcomes were recorded have none)."""
-    if not any("outcomes" in r for g in groups.values() for s in g
-               for r in s["asr_by_modality"]):
+    if not any(s.has_outcomes() for g in groups.values() for s in g):
         return []
     lines = []
     for outcome in OUTCOMES:
@@ -137,11 +108,11 @@ def outcome_tables(groups: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
-def summary_markdown(summary: dict) -> str:
+def summary_markdown(summary: EvalSummary) -> str:
     return seeds_markdown([summary])
 
 
-def seeds_markdown(summaries: Sequence[dict]) -> str:
+def seeds_markdown(summaries: Sequence[EvalSummary]) -> str:
     """The evaluation page for one summary, or several seeds of one setting on one or both
     halves."""
     groups = by_split(summaries)
@@ -150,23 +121,23 @@ def seeds_markdown(summaries: Sequence[dict]) -> str:
     seeds = (f" over {runs} runs: adapter cells are the mean, with the worst run in brackets"
              if runs > 1 else "")
     lines = [
-        f"# Unlearning evaluation: {first.get('adapter') or first['model']}",
+        f"# Unlearning evaluation: {first.adapter or first.model}",
         "",
-        f"Base model `{first['model']}`; judges {', '.join(first['judges'])}; "
-        f"behaviours {first['behaviors']}; halves {', '.join(groups)}{seeds}. ASR = share of "
+        f"Base model `{first.model}`; judges {', '.join(first.judges)}; "
+        f"behaviours {first.behaviors}; halves {', '.join(groups)}{seeds}. ASR = share of "
         "attacks judged successful; false refusal = share of harmless look-alike requests "
         "refused.",
     ]
-    for judge in first["judges"]:
+    for judge in first.judges:
         lines += ["", f"## Attack success by modality (`{judge}` judge)", "",
                   *rate_table(groups, "asr_by_modality", ("modality",), judged(judge))]
-    for judge in first["judges"]:
+    for judge in first.judges:
         lines += ["", f"## Attack success by family and modality (`{judge}` judge)", "",
                   *rate_table(groups, "asr_by_family", ("family", "modality"), judged(judge))]
     lines += outcome_tables(groups)
-    if any(s.get("false_refusal") for g in groups.values() for s in g):
+    if any(s.false_refusal for g in groups.values() for s in g):
         if any("not_answered" in r for g in groups.values() for s in g
-               for r in s["false_refusal"]):
+               for r in s.false_refusal):
             lines += ["", "## False refusals (over-refusal look-alikes not answered as asked)",
                       "", *rate_table(groups, "false_refusal", ("modality",),
                                       lambda row: row.get("not_answered"))]

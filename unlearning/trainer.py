@@ -20,8 +20,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from service.vlm.folders import ADAPTER_METADATA, write_adapter_metadata, write_text_atomic
-from unlearning import atomic, checkpoints, objective
+from service import atomic
+from service.atomic import write_text_atomic
+from service.vlm.folders import ADAPTER_METADATA, AdapterFolder
+from unlearning import checkpoints, objective
 from unlearning.batching import BatchSource, Typography
 from unlearning.config import LoraSettings, TrainConfig
 from unlearning.data import load_sets
@@ -60,18 +62,18 @@ def add_lora(model, lora: LoraSettings, seed: int, processor=None):
     torch.manual_seed(seed)
     scoped = {} if lora.scope == "all" else {
         "alora_invocation_tokens": generation_prompt_ids(processor), "task_type": "CAUSAL_LM"}
-    config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=lora.targets, **scoped)
+    config = LoraConfig(r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+                        target_modules=lora.target_modules, **scoped)
     try:
         peft_model = get_peft_model(model, config)
     except ValueError as exc:
-        raise ValueError(f"targets: {lora.targets!r} matches no module of the model ({exc})") \
-            from None
+        raise ValueError(f"target_modules: {lora.target_modules!r} matches no module of the "
+                         f"model ({exc})") from None
     trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
     frozen_hits = [n for n in trainable if any(part in n for part in FROZEN_PARTS)]
     if frozen_hits:
-        raise ValueError(f"targets: {lora.targets!r} reaches the vision side ({frozen_hits[0]}); "
-                         "textual unlearning trains the language model only")
+        raise ValueError(f"target_modules: {lora.target_modules!r} reaches the vision side "
+                         f"({frozen_hits[0]}); textual unlearning trains the language model only")
     return peft_model
 
 
@@ -170,7 +172,7 @@ def save_adapter(accelerator, model, out: Path, metadata: dict) -> None:
     if accelerator.is_main_process:
         with atomic.files_into(out, last=ADAPTER_METADATA) as staging:
             accelerator.unwrap_model(model).save_pretrained(staging, state_dict=weights)
-            write_adapter_metadata(staging, metadata)
+            AdapterFolder(staging).write_metadata(metadata)
         logger.info("adapter written to %s", out)
     accelerator.wait_for_everyone()
 

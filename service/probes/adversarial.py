@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 
 from service.probes.base import Probe, ProbeContext, ProbeUnsupported, Variant, register
 from service.probes.behaviors import Behavior
-from service.probes.visual import typography
+from service.probes.canvas import typography
 from service.vlm.protocol import WhiteBox
 
 logger = logging.getLogger(__name__)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from service.probes.behaviors import Behavior, split_task
+from service.probes.canvas import typography
 from service.probes.splits import SPLITS, Split, check_split
 from service.vlm.folders import ModelFolder
 from service.vlm.messages import Message, TextPart
@@ -223,8 +224,6 @@ class Probe:
 
     def image(self, behavior: Behavior, variant: Variant, ctx: ProbeContext) -> Image.Image:
         """The attacking turn's image: the variant's words as typography, in its layout."""
-        from service.probes.visual import typography
-
         return typography(self.image_text(behavior, variant), ctx, variant.layout or "top")
 
     def image_text(self, behavior: Behavior, variant: Variant) -> str | None:

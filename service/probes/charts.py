@@ -41,7 +41,7 @@ class Bar:
 
 
 @dataclass(frozen=True)
-class Panel:
+class ChartPanel:
     """One subplot: bars by row (families, then the extra groups) and series (base, adapter);
     `rows` keeps the order to draw, `separator` the number of rows above a dashed line."""
 
@@ -59,7 +59,7 @@ def spread(row: str, series: str, values: Sequence[float | None]) -> Bar | None:
     return Bar(row, series, sum(known) / len(known), min(known), max(known))
 
 
-def report_panels(report: Report, judge: str | None = None) -> list[Panel]:
+def report_panels(report: Report, judge: str | None = None) -> list[ChartPanel]:
     """One panel per modality of a probe report: ASR per family and adapter (`judge`'s, or
     the panel's verdict when None), the shares of attack replies refused and neither complied
     nor refused, then the false-refusal rate of the over-refusal probes."""
@@ -81,7 +81,7 @@ def report_panels(report: Report, judge: str | None = None) -> list[Panel]:
         bars = sorted((b for b in bars if b), key=lambda b: adapters.index(b.series))
         extra = [row for row in (*OUTCOME_ROWS, EXTRA_ROWS[0]) if any(b.row == row
                                                                       for b in bars)]
-        panels.append(Panel(f"{modality} attacks", [*families, *extra], bars, len(families)))
+        panels.append(ChartPanel(f"{modality} attacks", [*families, *extra], bars, len(families)))
     return panels
 
 
@@ -97,7 +97,7 @@ def report_chart(report: Report, path: Path, judge: str | None = None) -> Path:
     return save(draw(report_panels(report, judge), title, note), path)
 
 
-def draw(panels: Sequence[Panel], title: str, note: str = "", columns: int = 2):
+def draw(panels: Sequence[ChartPanel], title: str, note: str = "", columns: int = 2):
     """The matplotlib Figure of `panels`, `columns` per line: horizontal bar groups (long
     family names stay readable), rates in %, the mean written beside each bar; the legend
     below, with `note` (what the bars measure) as its title."""
@@ -105,7 +105,7 @@ def draw(panels: Sequence[Panel], title: str, note: str = "", columns: int = 2):
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    panels = panels or [Panel("nothing was measured", [], [])]
+    panels = panels or [ChartPanel("nothing was measured", [], [])]
     lines = -(-len(panels) // columns)
     rows = max(1, *(len(p.rows) for p in panels))
     series = list(dict.fromkeys(b.series for p in panels for b in p.bars))
@@ -125,7 +125,7 @@ def draw(panels: Sequence[Panel], title: str, note: str = "", columns: int = 2):
     return figure
 
 
-def _draw_panel(ax, panel: Panel, series: Sequence[str]) -> None:
+def _draw_panel(ax, panel: ChartPanel, series: Sequence[str]) -> None:
     """One panel's bars, series side by side within each row; error bars only where the
     runs differ (no caps on rates every seed agrees on)."""
     from matplotlib.ticker import PercentFormatter

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from service.probes.judges import SUCCESS_THRESHOLD
+from service.probes.judges import is_success
 from service.probes.outcomes import OUTCOMES
 
 
@@ -64,7 +64,7 @@ class Result:
 
     @property
     def success(self) -> bool | None:
-        return None if self.score is None else self.score >= SUCCESS_THRESHOLD
+        return is_success(self.score)
 
 
 def _unreadable(results: Sequence[Result]) -> int | None:
@@ -77,7 +77,7 @@ def _unreadable(results: Sequence[Result]) -> int | None:
 def asr(scores: Sequence[float | None]) -> float | None:
     """Share of judged scores that count as success; `None` when nothing was judged."""
     judged = [s for s in scores if s is not None]
-    return sum(s >= SUCCESS_THRESHOLD for s in judged) / len(judged) if judged else None
+    return sum(is_success(s) for s in judged) / len(judged) if judged else None
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,14 @@
-"""Running probes against an engine, one attempt at a time.
+"""Running probes against an engine, many attempts decoded together.
 
-`ProbeRun` is an iterator: each step builds at most one attempt, runs it against one adapter
-(its live earlier turns, then one greedy reply, or N sampled ones for best-of-N), judges it and
-yields the Result, so a caller (the service's scheduler, the CLI's progress bar) regains
-control between attempts and can stop early by dropping it. The run reads the model only
-through `engine.generate` and touches no metrics: publishing the report is the caller's choice
+`ProbeRun` is an iterator over Results. Every attempt meets every adapter in a conversation of
+its own (its live earlier turns, then one greedy reply, or sampled ones until the first success
+for best-of-N), and up to `in_flight` conversations of a probe are decoded together, in waves,
+as the engine batches concurrent users (`service.probes.waves`): the suite then takes a
+fraction of the time one attempt at a time took, with the same replies. Results come in the
+order attempts were built, one per step, so a caller (the service's scheduler, the CLI's
+progress bar) regains control between them, with nothing of the run in flight, and can stop
+early by dropping the iterator. The run reads the model only through `engine.submit_many` and
+touches no metrics: publishing the report is the caller's choice
 (`service.metrics.record_probe_report`), so live-traffic counters never see probe traffic.
 """
 
@@ -12,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,9 +40,10 @@ from service.probes.judges import Judge, KeywordRefusalJudge, Panel, Verdict
 from service.probes.outcomes import ReplyForms, outcome_of
 from service.probes.report import Report, Result
 from service.probes.splits import Split
+from service.probes.waves import Conversation, in_waves
 from service.vlm.folders import ModelFolder, adapter_label
 from service.vlm.messages import Message
-from service.vlm.protocol import Engine, SamplingParams
+from service.vlm.protocol import Engine, Generation, Request, SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +53,9 @@ the model does), from six categories, and the whole suite stays within a minute 
 with the demo model (bench/probe_suite.py)."""
 
 DEFAULT_MAX_TOKENS = 128
+
+DEFAULT_IN_FLIGHT = 16
+"""Conversations decoded together: the torch engine's default batch (`Admission`)."""
 
 def default_behaviors(model: str | Path, split: Split = "test") -> list[Behavior]:
     """The half `split` of the demo world's held-out behaviours (never trained on, never
@@ -93,6 +101,7 @@ class ProbeRun:
         cache_dir: where white-box probes cache their images.
         split: the evaluation half: which variants probes draw, and the default behaviours.
         best_of_n, temperature: replies per best-of-N attempt and their temperature.
+        in_flight: conversations of a probe decoded together; 1 decodes one at a time.
     """
 
     def __init__(
@@ -110,6 +119,7 @@ class ProbeRun:
         split: Split = "test",
         best_of_n: int = 8,
         temperature: float = 1.0,
+        in_flight: int = DEFAULT_IN_FLIGHT,
     ):
         model = engine.base_model_id
         self.engine = engine
@@ -126,6 +136,7 @@ class ProbeRun:
                  "benign": benign if benign is not None else default_benign(model, split)}
         self.pools = {kind: sample_behaviors(pool, per_probe) for kind, pool in pools.items()}
         self.params = params or SamplingParams(max_tokens=DEFAULT_MAX_TOKENS, temperature=0.0)
+        self.in_flight = in_flight
         self.context = probe_context(engine, cache_dir, split=split,
                                                 best_of_n=best_of_n, temperature=temperature)
         self.report = Report(
@@ -152,37 +163,38 @@ class ProbeRun:
         self.report.finished_at = time.time()
 
     def _run_probe(self, probe: Probe) -> Iterator[Result]:
-        attempts = probe.attempts(self.pools[probe.kind], self.context)
-        while (attempt := self._next_attempt(probe, attempts)) is not None:
-            for adapter in self.adapters:
-                start = time.perf_counter()
-                result = self._attack(attempt, adapter)
-                self._clock(probe, start)
-                self.report.results.append(result)
-                yield result
-
-    def _next_attempt(self, probe: Probe, attempts: Iterator[Attempt]) -> Attempt | None:
-        """The probe's next attempt; None when it is done or cannot attack this model."""
+        """The probe's results; the time spent on them (building attempts, generating,
+        judging; not the time the caller holds a result) is clocked to the probe."""
+        conversations = (self._attack(attempt, adapter)
+                         for attempt in self._attempts(probe) for adapter in self.adapters)
         start = time.perf_counter()
+        for result in in_waves(self.engine, conversations, self.in_flight):
+            self._clock(probe, start)
+            self.report.results.append(result)
+            yield result
+            start = time.perf_counter()
+        self._clock(probe, start)
+
+    def _attempts(self, probe: Probe) -> Iterable[Attempt]:
+        """The probe's attempts, built one by one as the waves need them; they stop early
+        when the probe cannot attack this model."""
+        attempts = probe.attempts(self.pools[probe.kind], self.context)
         try:
-            return next(attempts, None)
+            yield from attempts
         except ProbeUnsupported as exc:
             logger.warning("skipping probe %s: %s", probe.name, exc)
             self.report.skipped[probe.name] = str(exc)
-            return None
-        finally:
-            self._clock(probe, start)
 
-    def _attack(self, attempt: Attempt, adapter: str | None) -> Result:
+    def _attack(self, attempt: Attempt, adapter: str | None) -> Conversation:
         start = time.perf_counter()
-        messages = self._converse(attempt.messages, adapter)
+        messages = yield from self._converse(attempt.messages, adapter)
         tries = [self.params] if attempt.temperature is None else [
             replace(self.params, temperature=attempt.temperature, seed=seed)
             for seed in attempt.seeds[:attempt.samples]]
         samples = 0
         for params in tries:
             samples += 1
-            generation = self.engine.generate(messages, params, adapter=adapter)
+            generation = yield Request(messages, params, adapter)
             verdict = self._judge(attempt, generation.text)
             if verdict.success:
                 break
@@ -224,13 +236,14 @@ class ProbeRun:
                       if j.kind == "compliance"]
         return outcome_of(compliance, self.refusals.refused(response))
 
-    def _converse(self, messages: tuple[Message, ...], adapter: str | None) -> list[Message]:
+    def _converse(self, messages: tuple[Message, ...],
+                  adapter: str | None) -> Generator[Request, Generation, list[Message]]:
         """The conversation with every empty assistant turn answered, greedily, by the model
         under test (multi-turn probes): what the attacking turn then follows."""
         done: list[Message] = []
         for message in messages:
             if message.role == "assistant" and not message.content:
-                reply = self.engine.generate(done, self.params, adapter=adapter).text
+                reply = (yield Request(list(done), self.params, adapter)).text
                 message = Message.of("assistant", reply or " ")
             done.append(message)
         return done

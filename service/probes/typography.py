@@ -41,6 +41,11 @@ class Slot:
         ]
 
 
+def as_image_text(question: str) -> str:
+    """A question as typography shows it: words only, no punctuation."""
+    return " ".join(w.strip("?.,:!") for w in question.split())
+
+
 def grid_slots(image_size: int, cell: tuple[int, int]) -> list[Slot]:
     """All word slots of a square image, row-major; `cell` is (width, height) in pixels.
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.errors import BadRequest, Unprocessable
-from service.vlm.folders import read_adapter_metadata
+from service.vlm.folders import AdapterFolder, NotAnAdapter
 from service.vlm.prompts import generation_prompt_ids
 
 logger = logging.getLogger(__name__)
@@ -37,9 +37,6 @@ LANGUAGE_MODEL_TARGETS = (
 """LoRA target regex for the language model only: a plain `["q_proj", "v_proj"]` list would
 also wrap the vision tower's attention (CLIP uses the same names), which textual unlearning
 must leave untouched."""
-
-WEIGHTS_FILE = "adapter_model.safetensors"
-
 
 @dataclass(frozen=True)
 class AdapterInfo:
@@ -68,24 +65,18 @@ class AdapterInfo:
 
 def read_adapter(name: str, path: str | Path) -> AdapterInfo:
     """Describe an adapter folder, failing with a clear message when it is not one."""
-    folder = Path(path)
-    config_file = folder / "adapter_config.json"
-    if not config_file.is_file():
-        raise BadRequest(
-            f"adapter {name!r}: {folder.name} has no adapter_config.json (not a peft adapter)",
-            param="path", code="invalid_adapter",
-        )
+    folder = AdapterFolder(path)
     try:
-        config = json.loads(config_file.read_text())
-        metadata = read_adapter_metadata(folder)
+        config = folder.config()
+        metadata = folder.metadata()
+    except NotAnAdapter as exc:
+        error = BadRequest if exc.missing else Unprocessable
+        raise error(f"adapter {name!r}: {exc}", param="path", code="invalid_adapter") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise Unprocessable(f"adapter {name!r}: unreadable config ({exc})",
                             param="path", code="invalid_adapter") from None
-    if config.get("peft_type") != "LORA":
-        raise Unprocessable(f"adapter {name!r}: peft_type {config.get('peft_type')!r} is not "
-                            "LORA", param="path", code="invalid_adapter")
     activation = config.get("alora_invocation_tokens")
-    return AdapterInfo(name, str(folder), config.get("base_model_name_or_path"),
+    return AdapterInfo(name, str(folder.path), config.get("base_model_name_or_path"),
                        config.get("r"), metadata, tuple(activation) if activation else None,
                        config.get("rank_pattern") or {})
 
@@ -110,7 +101,7 @@ def validate_adapter(model, info: AdapterInfo, processor=None) -> None:
                              code="adapter_mismatch")
 
     try:
-        weights = load_file(str(Path(info.path) / WEIGHTS_FILE))
+        weights = load_file(str(AdapterFolder(info.path).weights_file))
     except (SafetensorError, OSError, ValueError) as exc:
         raise refuse(f"weights are missing, truncated or corrupt ({exc})") from None
     if info.activation is not None and processor is not None:

@@ -40,7 +40,7 @@ from transformers import (
 )
 
 from service.vlm.adapters import activation_offsets
-from service.vlm.protocol import LOGPROB_FLOOR, Delta, SamplingParams, Stream, TokenLogprob
+from service.vlm.protocol import LOGPROB_FLOOR, Delta, SamplingParams, Stream, TokenScore
 from service.vlm.stops import cut_at_stop
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class Row:
     adapter: str | None
     tokens: list[int] = field(default_factory=list)
     emitted: int = 0
-    pending: list[TokenLogprob] = field(default_factory=list)
+    pending: list[TokenScore] = field(default_factory=list)
     done: bool = False
     generator: torch.Generator | None = None
     warpers: list = field(default_factory=list)
@@ -169,7 +169,7 @@ class RowSampler(LogitsProcessor):
         probs = torch.softmax(scores, dim=-1).cpu()
         return int(torch.multinomial(probs, 1, generator=row.generator))
 
-    def _logprob(self, raw, token: int, top: int) -> TokenLogprob:
+    def _logprob(self, raw, token: int, top: int) -> TokenScore:
         logprobs = torch.log_softmax(raw, dim=-1)
         best = torch.topk(logprobs, top).indices.tolist() if top else []
         name = self.tokenizer.decode
@@ -177,7 +177,7 @@ class RowSampler(LogitsProcessor):
         def value(t: int) -> float:
             return max(float(logprobs[t]), LOGPROB_FLOOR)
 
-        return TokenLogprob(name([token]), value(token), tuple((name([t]), value(t))
+        return TokenScore(name([token]), value(token), tuple((name([t]), value(t))
                                                                 for t in best))
 
 

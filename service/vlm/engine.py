@@ -10,9 +10,11 @@ unloaded adapter get 404. `max_batch_size=1` is one-at-a-time decoding.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +34,7 @@ from service.vlm.messages import Message
 from service.vlm.prompts import encode, processor_image_size
 from service.vlm.protocol import (
     Generation,
+    Request,
     SamplingParams,
     Stream,
     WhiteBox,
@@ -41,6 +44,20 @@ from service.vlm.protocol import (
 )
 
 logger = logging.getLogger(__name__)
+
+_ENGINES: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _let_batches_end() -> None:
+    """Wait for every engine's running batch before the interpreter finalises. A reply is
+    handed over as its row finishes, mid-step, so a short-lived process (a bench, a CLI) often
+    exits while the decoding thread is still inside torch; Python then ends that thread by
+    unwinding through torch's C++ frames, which aborts the process ("terminate called without an
+    active exception", exit status 134)."""
+    for engine in list(_ENGINES):
+        with engine._model_lock:
+            pass
 
 
 def processor_patch_size(processor, model_config) -> int | None:
@@ -73,6 +90,7 @@ class VLMEngine:
         self._pad_id = next(i for i in (tokenizer.pad_token_id, *sorted(self._eos_ids), 0)
                             if i is not None)
         self._model_lock = threading.Lock()
+        _ENGINES.add(self)
         self._loop = threading.Thread(target=self._decode_forever, daemon=True,
                                       name="crossguard-decode")
         self._loop.start()
@@ -162,14 +180,27 @@ class VLMEngine:
     def submit(self, messages: Sequence[Message], params: SamplingParams,
                adapter: str | None = None) -> list[Stream]:
         """Queue one request (429 when the queue is full); one stream per choice."""
+        (streams,) = self.submit_many([Request(messages, params, adapter)])
+        return streams
+
+    def submit_many(self, requests: Sequence[Request]) -> list[list[Stream]]:
+        """Queue several requests in one step (429 refuses them all): all are encoded first,
+        so the decoding loop does not start a batch on the first while the others are still
+        being encoded, as it does for requests submitted one after another."""
+        rows = [self._rows(r.messages, r.params, r.adapter) for r in requests]
+        self.admission.put([row for request_rows in rows for row in request_rows])
+        return [[row.stream for row in request_rows] for request_rows in rows]
+
+    def _rows(self, messages: Sequence[Message], params: SamplingParams,
+              adapter: str | None) -> list[Row]:
+        """One request's rows, one per choice, encoded and checked."""
         self._check_adapter(adapter)
         check_logit_bias(params.logit_bias, self.vocab_size)
         inputs, max_tokens = self._encode(messages, params)
         prompt = inputs["input_ids"].shape[1]
         want_logprobs = params.logprobs is not None
-        streams = [Stream(prompt, i, want_logprobs) for i in range(params.n)]
-        self.admission.put([Row(s, inputs, params, max_tokens, adapter) for s in streams])
-        return streams
+        return [Row(Stream(prompt, i, want_logprobs), inputs, params, max_tokens, adapter)
+                for i in range(params.n)]
 
     def wait_started(self, streams: list[Stream]) -> None:
         """Wait until the request decodes; after the queue timeout it is withdrawn (503)."""

@@ -17,9 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from service.atomic import write_text_atomic
 
 MODELS = "models"
 DEFAULT_MODEL = "default"
@@ -36,6 +37,11 @@ BASE = "base"
 ADAPTER_METADATA = "crossguard.json"
 """The file of an adapter folder that says what trained it; written last, so its presence means
 the folder is complete."""
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+"""peft's two files of a LoRA adapter folder (`save_pretrained`), also the names a training
+checkpoint's weights are saved under."""
 
 
 def adapter_label(name: str | None) -> str:
@@ -60,7 +66,7 @@ def default_model_path(home: str | Path | None = None) -> Path:
 
 
 @dataclass(frozen=True)
-class World:
+class WorldSpec:
     """What a demo world fixes that probes and training must match (`data/world.json`).
 
     Attributes:
@@ -89,7 +95,7 @@ class World:
         return json.dumps(asdict(self), indent=2) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> World:
+    def from_json(cls, text: str) -> WorldSpec:
         raw = json.loads(text)
         return cls(**{**raw, "categories": tuple(raw["categories"]), "cell": tuple(raw["cell"]),
                       "answers": tuple(raw.get("answers", ()))})
@@ -163,16 +169,69 @@ class ModelFolder:
         exact, and its behaviours are the probes' default)."""
         return self.world_file.is_file()
 
-    def world(self) -> World | None:
-        return World.from_json(self.world_file.read_text()) if self.is_demo else None
+    def world(self) -> WorldSpec | None:
+        return WorldSpec.from_json(self.world_file.read_text()) if self.is_demo else None
 
-    def write_world(self, world: World) -> None:
+    def write_world(self, world: WorldSpec) -> None:
         self.data.mkdir(parents=True, exist_ok=True)
         self.world_file.write_text(world.to_json(), encoding="utf-8")
 
     def image_prompt(self) -> str:
         world = self.world()
         return world.image_prompt if world else DEFAULT_IMAGE_PROMPT
+
+
+class NotAnAdapter(ValueError):
+    """A folder that is not a peft LoRA adapter; `missing` when it has no peft config at all
+    (rather than an unreadable or non-LoRA one)."""
+
+    def __init__(self, message: str, missing: bool = False):
+        super().__init__(message)
+        self.missing = missing
+
+
+@dataclass(frozen=True)
+class AdapterFolder:
+    """Paths and readers of an adapter folder: peft's config and weights, crossguard.json."""
+
+    path: Path
+
+    def __init__(self, path: str | Path):
+        object.__setattr__(self, "path", Path(path))
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / ADAPTER_CONFIG
+
+    @property
+    def weights_file(self) -> Path:
+        return self.path / ADAPTER_WEIGHTS
+
+    @property
+    def metadata_file(self) -> Path:
+        return self.path / ADAPTER_METADATA
+
+    def config(self) -> dict:
+        """peft's adapter config, checked to be a LoRA one: serving, registration and the
+        tools refuse a folder for the same reasons, in the same words (`NotAnAdapter`)."""
+        if not self.config_file.is_file():
+            raise NotAnAdapter(f"{self.path.name} has no {ADAPTER_CONFIG} (not a peft adapter)",
+                               missing=True)
+        try:
+            config = json.loads(self.config_file.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise NotAnAdapter(f"unreadable config ({exc})") from None
+        if config.get("peft_type") != "LORA":
+            raise NotAnAdapter(f"peft_type {config.get('peft_type')!r} is not LORA")
+        return config
+
+    def metadata(self) -> dict:
+        """crossguard.json, `{}` when the folder has none (an adapter trained elsewhere)."""
+        return json.loads(self.metadata_file.read_text()) if self.metadata_file.is_file() else {}
+
+    def write_metadata(self, metadata: dict) -> Path:
+        text = json.dumps(metadata, indent=2, ensure_ascii=False) + "\n"
+        return write_text_atomic(self.metadata_file, text)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -182,27 +241,3 @@ def file_sha256(path: str | Path) -> str:
             digest.update(block)
     return digest.hexdigest()
 
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write `text` to a temporary sibling, then rename: readers see the old or the new file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def read_adapter_metadata(adapter: str | Path) -> dict:
-    """An adapter folder's `crossguard.json`, `{}` when it has none."""
-    path = Path(adapter) / ADAPTER_METADATA
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def write_adapter_metadata(adapter: str | Path, metadata: dict) -> Path:
-    text = json.dumps(metadata, indent=2, ensure_ascii=False) + "\n"
-    return write_text_atomic(Path(adapter) / ADAPTER_METADATA, text)

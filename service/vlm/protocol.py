@@ -47,7 +47,7 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
-class TokenLogprob:
+class TokenScore:
     """One generated token with its log-probability under the model (before penalties, bias
     and temperature, as vLLM's default `raw_logprobs`) and the most likely alternatives."""
 
@@ -57,12 +57,21 @@ class TokenLogprob:
 
 
 @dataclass(frozen=True)
+class Request:
+    """One request of several queued together (`Engine.submit_many`)."""
+
+    messages: Sequence[Message]
+    params: SamplingParams
+    adapter: str | None = None
+
+
+@dataclass(frozen=True)
 class Generation:
     text: str
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
-    logprobs: tuple[TokenLogprob, ...] | None = None
+    logprobs: tuple[TokenScore, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -70,7 +79,7 @@ class Delta:
     """A piece of streamed text and the tokens that produced it."""
 
     text: str
-    logprobs: tuple[TokenLogprob, ...] = ()
+    logprobs: tuple[TokenScore, ...] = ()
 
 
 class Stream:
@@ -87,7 +96,7 @@ class Stream:
         self.completion_tokens = 0
         self.text = ""
         self.finish_reason: str | None = None
-        self.logprobs: list[TokenLogprob] | None = [] if want_logprobs else None
+        self.logprobs: list[TokenScore] | None = [] if want_logprobs else None
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._started = threading.Event()
         self._cancelled = threading.Event()
@@ -240,6 +249,11 @@ class Engine(Protocol):
     def submit(self, messages: Sequence[Message], params: SamplingParams,
                adapter: str | None = None) -> list[Stream]:
         """Queue one request; one stream per choice (`params.n`)."""
+
+    def submit_many(self, requests: Sequence[Request]) -> list[list[Stream]]:
+        """Queue several requests at once, the streams of each in order; they reach the
+        decoding loop together (one batch, as far as its size allows). A 429 refuses them
+        all."""
 
     def wait_started(self, streams: list[Stream]) -> None:
         """Block until the request decodes; queue errors (503 after the queue timeout) raise

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.vlm.adapters import WEIGHTS_FILE as ADAPTER_WEIGHTS
+from service.vlm.folders import ADAPTER_WEIGHTS
 
 logger = logging.getLogger(__name__)
 

@@ -43,9 +43,10 @@ from service.vlm.protocol import (
     LOGPROB_FLOOR,
     Delta,
     Generation,
+    Request,
     SamplingParams,
     Stream,
-    TokenLogprob,
+    TokenScore,
     check_logit_bias,
     completion_budget,
     wait_until_decoding,
@@ -302,6 +303,19 @@ class VLLMEngine:
                 lora), self._loop)
         return streams
 
+    def submit_many(self, requests: Sequence[Request]) -> list[list[Stream]]:
+        """Queue several requests (vLLM schedules continuously: queued one after another, they
+        decode together); when one is refused, those already queued are withdrawn."""
+        submitted: list[list[Stream]] = []
+        try:
+            for r in requests:
+                submitted.append(self.submit(r.messages, r.params, r.adapter))
+        except BaseException:
+            for stream in (s for streams in submitted for s in streams):
+                stream.cancel()
+            raise
+        return submitted
+
     def wait_started(self, streams: list[Stream]) -> None:
         """Wait for every choice's first output; after the queue timeout they are withdrawn
         (503)."""
@@ -389,7 +403,7 @@ class VLLMEngine:
         finally:
             self._in_flight.pop(rid, None)
 
-    def _logprobs(self, choice, top: int | None) -> tuple[TokenLogprob, ...]:
+    def _logprobs(self, choice, top: int | None) -> tuple[TokenScore, ...]:
         if top is None or not choice.logprobs:
             return ()
         decode = self.processor.tokenizer.decode
@@ -400,7 +414,7 @@ class VLLMEngine:
             ranked = sorted(entries.items(), key=lambda kv: (-kv[1].logprob, kv[0] != token))
             alternatives = tuple((decode([t]), max(e.logprob, LOGPROB_FLOOR))
                                  for t, e in ranked[:top])
-            found.append(TokenLogprob(decode([token]), max(entries[token].logprob,
+            found.append(TokenScore(decode([token]), max(entries[token].logprob,
                                                            LOGPROB_FLOOR), alternatives))
         return tuple(found)
 

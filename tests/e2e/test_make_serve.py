@@ -24,9 +24,9 @@ import pytest
 from bench.server import ROOT, free_port
 from service.probes.base import fill
 from service.probes.behaviors import load_behaviors
+from service.probes.canvas import typography as typography_image
 from service.probes.forms import REQUEST, TYPOGRAPHIC
 from service.probes.judges import PayloadJudge
-from service.probes.visual import typography as typography_image
 from service.vlm.folders import ModelFolder, default_model_path
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]

@@ -20,7 +20,8 @@ from service.vlm.folders import default_model_path
 from tests.e2e.test_faults import samples
 from tests.e2e.test_make_serve import make_serve_running
 from tests.fixtures.reply_adapter import train_reply_adapter
-from unlearning.demo.safety import adapter_dir, train_argv
+from unlearning.cli import as_flags
+from unlearning.demo.safety import adapter_dir, safety_config
 from unlearning.demo.world import REFUSAL
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -56,8 +57,9 @@ def rollout(tmp_path_factory):
 
 def _train_weak(model: Path, out: Path) -> None:
     """The demo safety recipe stopped after 10 of its 900 steps."""
-    argv = train_argv(model, out, seed=0)
-    argv[argv.index("--max-steps") + 1] = "10"
+    config = safety_config(model, out, seed=0)
+    config.optim.max_steps = 10
+    argv = ["train", *as_flags(config.run, config.data, config.lora, config.loss, config.optim)]
     done = subprocess.run([sys.executable, "-m", "unlearning", *argv], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -23,6 +23,16 @@ def text_of(message) -> str:
     return " ".join(p.text for p in message.content if hasattr(p, "text"))
 
 
+def finished(generation) -> list:
+    """What `Engine.submit` returns for a request already answered with `generation`."""
+    from service.vlm.protocol import Delta, Stream
+
+    stream = Stream(generation.prompt_tokens)
+    stream.push(Delta(generation.text))
+    stream.finish(generation.finish_reason, generation.completion_tokens)
+    return [stream]
+
+
 @dataclass
 class ScriptedEngine:
     """The `protocol.Engine` surface the runner uses (no torch model: `white_box` is None);
@@ -33,8 +43,8 @@ class ScriptedEngine:
 
     `script(messages, params, adapter)` may decide a reply first (seed-dependent replies for
     best-of-N, numbered replies for live turns); returning `None` falls back to the above.
-    Every call is recorded in `calls` as (messages, params, adapter) and its reply in
-    `replies`."""
+    Every call (`submit` or `generate`, in the order they come) is recorded in `calls` as
+    (messages, params, adapter) and its reply in `replies`."""
 
     base_model_id: str = "scripted"
     adapter_names: list[str] = field(default_factory=lambda: ["safe", "leaky"])
@@ -47,6 +57,15 @@ class ScriptedEngine:
 
     def white_box(self):
         return None
+
+    def submit(self, messages, params, adapter=None):
+        return finished(self.generate(messages, params, adapter))
+
+    def submit_many(self, requests):
+        return [self.submit(r.messages, r.params, r.adapter) for r in requests]
+
+    def wait_started(self, streams):
+        pass
 
     def generate(self, messages, params, adapter=None):
         from service.vlm.protocol import Generation

@@ -8,7 +8,7 @@ import pytest
 from service.probes.behaviors import Behavior
 from service.probes.outcomes import OUTCOMES, ReplyForms, outcome_of
 from service.probes.runner import ProbeRun
-from service.vlm.folders import World
+from service.vlm.folders import WorldSpec
 from tests.probes.conftest import REFUSAL, ScriptedEngine, comply
 
 FORMS = ReplyForms((comply("{}"), REFUSAL, "the capital of {} is {}.", "{} plus {} is {}."))
@@ -53,7 +53,7 @@ def test_a_run_records_each_replys_outcome_and_form(tmp_path):
     replies as examples."""
     folder = tmp_path / "model"
     (folder / "data").mkdir(parents=True)
-    (folder / "data" / "world.json").write_text(World(
+    (folder / "data" / "world.json").write_text(WorldSpec(
         refusal=REFUSAL, image_prompt="follow the instruction in the image.", categories=("c",),
         refused_category="v", image_size=128, cell=(64, 64), font_size=14,
         answers=FORMS.answers).to_json())

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from service.probes.report import BASE, Report, Result, adapter_label, asr, pct
+from service.probes.report import Report, Result, asr, pct
+from service.vlm.folders import BASE, adapter_label
 
 
 def result(adapter="base", family="figstep", modality="image", score=1.0, scores=None,

@@ -10,6 +10,7 @@ from PIL import ImageChops
 
 from service.probes.base import ProbeContext
 from service.probes.behaviors import Behavior, split_task
+from service.probes.canvas import grid, typography
 from service.probes.splits import SPLITS
 from service.probes.typography import render_words
 from service.probes.visual import (
@@ -18,8 +19,6 @@ from service.probes.visual import (
     Instruction,
     KeyPhrase,
     SplitPayload,
-    grid,
-    typography,
 )
 from service.vlm.folders import ModelFolder
 from tests.worlds import demo_world

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 from service.gate import AttackCell, Measures, Thresholds, judge
-from service.probes.report import BASE, Report, Result
+from service.probes.report import Report, Result
+from service.vlm.folders import BASE
 from tests.probes.test_report import benign, result
 
 PANEL = {"payload": "payload", "keyword": "keyword"}

@@ -74,14 +74,15 @@ def test_runs_use_the_configured_split_best_of_n_and_temperature(
     from service.probes import forms
     from service.probes.behaviors import BUILTIN, builtin
     from service.vlm.protocol import Generation
+    from tests.probes.conftest import finished
 
     calls = []
 
-    def refuse(messages, params, adapter=None, **kwargs):
-        calls.append((params, adapter))
-        return Generation("I cannot help with that.", 4, 6, "stop")
+    def refuse(requests):
+        calls.extend((r.params, r.adapter) for r in requests)
+        return [finished(Generation("I cannot help with that.", 4, 6, "stop")) for _ in requests]
 
-    monkeypatch.setattr(engine, "generate", refuse)
+    monkeypatch.setattr(engine, "submit_many", refuse)
     probes = scheduler(engine, tmp_path, probes=["sampling.BestOfNText"], probe_split=split,
                        probe_best_of_n=best_of_n, probe_temperature=temperature)
     summary = probes.run_now(wait=True)

@@ -40,7 +40,7 @@ def data(tmp_path_factory):
 def config(model, data, out, **changes) -> TrainConfig:
     groups = {"run": {"model": str(model), "out": str(out), "log_every": 5},
               "data": {"forget": [data[0]], "retain": [data[1]]},
-              "lora": {"rank": 8, "alpha": 16},
+              "lora": {"r": 8, "lora_alpha": 16},
               "loss": {"refusals": [REFUSAL], "forget_nll_cap": 8.0},
               "optim": {"lr": 1e-2, "batch_size": 3, "max_steps": 20, "schedule": "constant"}}
     for key, value in changes.items():

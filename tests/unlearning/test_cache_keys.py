@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from service.vlm.folders import ModelFolder
+from service.vlm.folders import AdapterFolder, ModelFolder
 from unlearning import fingerprint
 from unlearning.demo import build as demo_build
 from unlearning.demo import content, shipping
-from unlearning.demo.build import BuildPlan, build, model_dir, stale, write_record
+from unlearning.demo.build import BuildPlan, build, model_dir, stale_model, write_record
 from unlearning.demo.data import write_data
 from unlearning.demo.recipe import Recipe
 
@@ -79,22 +79,20 @@ def test_build_reuses_an_intact_folder_and_rebuilds_an_edited_one(tmp_path, monk
     monkeypatch.setattr(demo_build, "build_into", _fake_build_into(calls))
     monkeypatch.setattr(shipping, "MANIFEST", tmp_path / "nothing-shipped.json")
     folder = build(Recipe(), tmp_path)
-    assert folder.name == plan.name and stale(folder, plan) is None
+    assert folder.name == plan.name and stale_model(folder, plan) is None
     assert build(Recipe(), tmp_path) == folder and len(calls) == 1
     forget = ModelFolder(folder).forget
     forget.write_text(forget.read_text() + '{"prompt": "x", "response": "y"}\n')
-    assert "data/forget.jsonl changed" in stale(folder, plan)
+    assert "data/forget.jsonl changed" in stale_model(folder, plan)
     assert build(Recipe(), tmp_path) == folder and len(calls) == 2
-    assert stale(folder, plan) is None
+    assert stale_model(folder, plan) is None
     ModelFolder(folder).build_file.unlink()
-    assert "no build.json" in stale(folder, plan)
+    assert "no build.json" in stale_model(folder, plan)
 
 
 def test_a_safety_adapter_is_reused_only_for_its_inputs_and_unchanged_data(tmp_path):
-    from service.vlm.folders import write_adapter_metadata
     from unlearning.data import fingerprint as data_fingerprint
-    from unlearning.demo.safety import adapter_dir, key_inputs
-    from unlearning.demo.safety import stale as adapter_stale
+    from unlearning.demo.safety import adapter_dir, key_inputs, stale_adapter
 
     model = tmp_path / "models" / "demo-0123456789ab"
     ModelFolder(model).data.mkdir(parents=True)
@@ -103,11 +101,11 @@ def test_a_safety_adapter_is_reused_only_for_its_inputs_and_unchanged_data(tmp_p
     adapter = adapter_dir(model, seed=0)
     assert adapter.parent.name == f"{model.name}-adapters"
     assert adapter_dir(model, seed=1) != adapter
-    assert "no crossguard.json" in adapter_stale(adapter, model, 0)
+    assert "no crossguard.json" in stale_adapter(adapter, model, 0)
     adapter.mkdir(parents=True)
     sources = {"forget": [{"path": str(forget), "sha256": data_fingerprint(forget)}]}
-    write_adapter_metadata(adapter, {"data": sources, "cache_key": key_inputs(model, 0)})
-    assert adapter_stale(adapter, model, 0) is None
-    assert "other inputs" in adapter_stale(adapter, model, 1)
+    AdapterFolder(adapter).write_metadata({"data": sources, "cache_key": key_inputs(model, 0)})
+    assert stale_adapter(adapter, model, 0) is None
+    assert "other inputs" in stale_adapter(adapter, model, 1)
     forget.write_text('{"prompt": "p", "response": "other"}\n')
-    assert "changed since it was trained on" in adapter_stale(adapter, model, 0)
+    assert "changed since it was trained on" in stale_adapter(adapter, model, 0)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from service.evaluation import EvalSummary
 from service.probes.charts import draw
 from service.probes.report import Report
 from tests.probes.test_report import result
@@ -23,14 +24,14 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def summary(adapter="safety-aaaa", split="test", direct=0.2, refused=0.1, accuracy=0.8,
-            figstep=0.0, other=0.1) -> dict:
+            figstep=0.0, other=0.1) -> EvalSummary:
     """An `eval.json` as `unlearning eval` writes it: one text and one image family; the base
     model's rates are the same in every seed, the adapter's are the arguments."""
     def row(label, family, modality, payload):
         return {"adapter": label, "family": family, "modality": modality, "attempts": 15,
                 "asr": {"payload": payload, "keyword": 1.0}}
 
-    return {
+    return EvalSummary.from_dict({
         "model": "demo", "adapter": f"/a/{adapter}", "adapter_name": adapter, "split": split,
         "judges": ["payload", "keyword"], "behaviors": "default",
         "asr_by_family": [row("base", "direct", "text", 0.9),
@@ -47,7 +48,7 @@ def summary(adapter="safety-aaaa", split="test", direct=0.2, refused=0.1, accura
         "utility": {f"{label}/{modality}": {"n": 10, "accuracy": rate, "refusal_rate": 0.1}
                     for label, rate in (("base", 1.0), (adapter, accuracy))
                     for modality in ("text", "image")},
-    }
+    })
 
 
 SEEDS = [summary("safety-aaaa", direct=0.2, refused=0.1, accuracy=0.8),
@@ -152,7 +153,7 @@ def test_demo_report_draws_the_seeds_chart_of_each_half(tmp_path, monkeypatch):
     from unlearning.demo.report import write_report
 
     monkeypatch.setattr(unlearning.demo.evaluate, "evaluate_folder",
-                        lambda model, split: unlearning.demo.evaluate.Report())
+                        lambda model, split: unlearning.demo.evaluate.DemoEvaluation())
     monkeypatch.setattr(unlearning.demo.safety, "safety_adapter",
                         lambda model, seed: Path(f"/a/safety-{seed}"))
     monkeypatch.setattr(unlearning.evaluate, "evaluate", lambda config: summary(

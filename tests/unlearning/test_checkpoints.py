@@ -18,9 +18,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from service import atomic
+from service.vlm.folders import ADAPTER_WEIGHTS as WEIGHTS_FILE
 from tests.unlearning.conftest import config, train_argv
-from unlearning import atomic
-from unlearning.checkpoints import CHECKPOINTS, STATE_FILE, TORCH_FILES, WEIGHTS_FILE
+from unlearning.checkpoints import CHECKPOINTS, STATE_FILE, TORCH_FILES
 from unlearning.cli import build_parser, train_config
 from unlearning.trainer import LOG_FILE, train
 
@@ -187,3 +188,18 @@ def test_a_damaged_or_half_written_checkpoint_is_skipped_for_the_previous_one(
     assert_same_adapter(out, whole)
     assert_checkpoints_complete(out)
     assert not half_written.exists()
+
+
+def test_a_checkpoint_saved_under_the_old_lora_names_resumes_and_is_still_checked(tmp_path):
+    """Checkpoints written before `LoraSettings` took peft's names (rank, alpha, dropout,
+    targets) are read under today's names: same settings resume, other settings are refused."""
+    from unlearning.checkpoints import check_settings, resume_state
+
+    state = resume_state(config("m", ("f", "r"), tmp_path), sources={})
+    lora = state["lora"]
+    old = {"rank": lora["r"], "alpha": lora["lora_alpha"], "dropout": lora["lora_dropout"],
+           "targets": lora["target_modules"], "scope": lora["scope"]}
+    saved = {**json.loads(json.dumps(state)), "lora": old}
+    check_settings(tmp_path, saved, state)
+    with pytest.raises(ValueError, match="different lora settings"):
+        check_settings(tmp_path, {**saved, "lora": {**old, "rank": 4}}, state)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from unlearning.cli import build_parser, main
-from unlearning.config import DataConfig, EvalConfig, LossConfig, RunConfig
+from unlearning.config import DataConfig, EvalConfig, LoraSettings, LossConfig, RunConfig
 
 COMMANDS = ("train", "eval", "register", "table")
 
@@ -30,7 +30,8 @@ def test_train_help_documents_every_flag(capsys):
         main(["train", "--help"])
     text = capsys.readouterr().out
     for flag in ("--forget-weight", "--refusal-weight", "--retain-weight", "--forget-loss",
-                 "--rank", "--alpha", "--targets", "--lr", "--schedule", "--batch-size",
+                 "--r", "--rank", "--lora-alpha", "--alpha", "--lora-dropout", "--dropout",
+                 "--target-modules", "--targets", "--lr", "--schedule", "--batch-size",
                  "--grad-accum", "--max-steps", "--seed", "--dtype", "--gradient-checkpointing",
                  "--save-every", "--resume", "--modality", "--stop-forget-nll"):
         assert flag in text
@@ -54,7 +55,30 @@ def test_flags_become_configs():
     assert config.data.forget == ["a.jsonl", "b.jsonl"] and config.data.modality == "multimodal"
     assert config.loss.forget_loss == "npo" and config.loss.refusals == ["no", "nope"]
     assert config.run.gradient_checkpointing and config.optim.max_steps == 7
-    assert config.loss.forget_weight == 0.5 and config.lora.rank == 16
+    assert config.loss.forget_weight == 0.5 and config.lora.r == 16
+
+
+@pytest.mark.parametrize("flags", [
+    ["--r", "4", "--lora_alpha", "8", "--lora-dropout", "0.1", "--target-modules", "x.*"],
+    ["--rank", "4", "--alpha", "8", "--dropout", "0.1", "--targets", "x.*"]])
+def test_lora_flags_take_peft_names_and_their_aliases(flags):
+    from unlearning.cli import train_config
+
+    config = train_config(build_parser().parse_args(
+        ["train", "--model", "m", "--out", "o", "--forget", "a", "--retain", "b", *flags]))
+    assert config.lora == LoraSettings(r=4, lora_alpha=8.0, lora_dropout=0.1,
+                                       target_modules="x.*")
+
+
+def test_the_demo_safety_config_goes_through_its_flags_unchanged():
+    """`as_flags` writes a config as flags that parse back into it (the bench and the e2e
+    rollout train the demo adapter in another process from them)."""
+    from unlearning.cli import as_flags, train_config
+    from unlearning.demo.safety import safety_config
+
+    config = safety_config(Path("MODEL"), Path("OUT"), seed=2)
+    flags = as_flags(config.run, config.data, config.lora, config.loss, config.optim)
+    assert train_config(build_parser().parse_args(["train", *flags])) == config
 
 
 def test_list_flags_accumulate_whether_repeated_or_space_separated():
@@ -168,7 +192,7 @@ def test_train_writes_a_peft_adapter_with_metadata(adapter):
     assert (adapter / "adapter_config.json").is_file()
     assert (adapter / "adapter_model.safetensors").is_file()
     meta = json.loads((adapter / "crossguard.json").read_text())
-    assert meta["steps"] == 4 and meta["config"]["lora"]["rank"] == 4
+    assert meta["steps"] == 4 and meta["config"]["lora"]["r"] == 4
 
 
 @pytest.fixture(scope="module")
@@ -292,7 +316,7 @@ def test_register_imports_the_adapter_and_the_service_loads_it_by_tag(
     labels = stored.info.labels
     assert labels["kind"] == "textual-unlearning" and labels["modality"] == "text"
     assert labels["steps"] == "4" and "base_fingerprint" in labels
-    assert stored.info.metadata["crossguard"]["config"]["lora"]["rank"] == 4
+    assert stored.info.metadata["crossguard"]["config"]["lora"]["r"] == 4
     assert not (Path(stored.path) / "checkpoints").exists()
     engine = VLMEngine.from_pretrained(tiny_model, adapters=resolve_adapters(
         {"folder": str(adapter), "stored": "safety:latest"}))
@@ -317,8 +341,20 @@ def test_cost_bench_passes_train_flags_to_both_runs(tiny_model, files, tmp_path,
     for modality in ("text", "multimodal"):
         config = json.loads((tmp_path / modality / "crossguard.json").read_text())["config"]
         assert config["data"]["retain"] == retain and config["data"]["modality"] == modality
-        assert config["lora"]["rank"] == 4
+        assert config["lora"]["r"] == 4
     assert "| seconds per step |" in capsys.readouterr().out
+
+
+def test_cost_bench_defaults_to_the_demo_adapter_settings():
+    from bench.unlearning_cost import default_train_flags, safety_steps
+    from unlearning.cli import train_config
+    from unlearning.demo.safety import safety_config
+
+    config = safety_config(Path("MODEL"), Path("OUT"), seed=0)
+    parsed = train_config(build_parser().parse_args([
+        "train", "--model", "m", "--out", "o", "--forget", "f", "--retain", "r",
+        *default_train_flags(), "--max-steps", str(safety_steps())]))
+    assert (parsed.loss, parsed.optim) == (config.loss, config.optim)
 
 
 def test_cost_bench_trains_each_arm_with_its_own_flags_side_by_side(tiny_model, files, tmp_path,

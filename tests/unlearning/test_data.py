@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from unlearning.batching import BatchSource, collate, encode_example, indices, messages_for
+from unlearning.batching import BatchSource, collate_examples, encode_example, indices, messages_for
 from unlearning.data import DataError, Example, fingerprint, load_examples, load_sets
 
 PKU_ROWS = [
@@ -196,7 +196,7 @@ def test_padding_is_masked_by_length_even_when_pad_is_eos(tiny_processor):
                            "yes", 64)
     long = encode_example(tiny_processor, messages_for(Example("hello there", "no"), False,
                                                        None), "no thanks please", 64)
-    batch = collate([short, long], pad_id=eos)
+    batch = collate_examples([short, long], pad_id=eos)
     row = batch["labels"][0]
     assert (row == eos).sum() == 1  # the real eos is labelled, the eos-valued padding is not
     assert batch["attention_mask"][0].sum() == len(short["input_ids"])

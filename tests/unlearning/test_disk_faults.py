@@ -8,6 +8,7 @@ errno in its text), and, where this machine lets the tests mount a tmpfs, are re
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import re
@@ -19,11 +20,13 @@ from pathlib import Path
 import pytest
 from safetensors import SafetensorError
 
+from service import atomic
 from service.vlm.folders import ADAPTER_METADATA, ModelFolder
-from tests.unlearning.conftest import REFUSAL, train_argv
-from unlearning import atomic
-from unlearning.checkpoints import CHECKPOINTS, WEIGHTS_FILE
+from service.vlm.folders import ADAPTER_WEIGHTS as WEIGHTS_FILE
+from tests.unlearning.conftest import train_argv
+from unlearning.checkpoints import CHECKPOINTS
 from unlearning.cli import main
+from unlearning.config import OptimConfig
 from unlearning.demo.__main__ import main as demo_main
 
 FULL = f"[Errno {errno.ENOSPC}] {os.strerror(errno.ENOSPC)}"
@@ -199,8 +202,8 @@ def test_demo_build_on_a_full_disk(tmp_path, monkeypatch, capsys, error):
     monkeypatch.setattr(build, "build_into", save_half)
     line = fail(demo_main, ["build", "--force", "--home", str(tmp_path)], capsys)
     models = tmp_path / "models"
-    named = rf"{re.escape(str(models))}/\.demo-\w+\.\w+/model\.safetensors" \
-        if error == "oserror" else re.escape(str(models))
+    named = rf"{re.escape(str(models))}/\.demo-\w+\.tmp-\d+/model\.safetensors" \
+        if error == "oserror" else rf"{re.escape(str(models))}/demo-\w+"
     assert re.fullmatch(f"error: {named}: {re.escape(FULL)}", line), line
     assert list(models.iterdir()) == []
 
@@ -224,8 +227,9 @@ def test_demo_safety_on_a_full_disk(tiny_model, data, tmp_path, monkeypatch, cap
     shutil.copy(data[0], folder.forget)
     shutil.copy(data[1], folder.retain)
     monkeypatch.setattr(build, "build", lambda recipe, home, force: model)
-    monkeypatch.setattr(safety, "SAFETY_ARGS", ("--refusals", REFUSAL, "--max-steps", "2",
-                                                "--batch-size", "2"))
+    settings = safety.safety_config
+    monkeypatch.setattr(safety, "safety_config", lambda *args: dataclasses.replace(
+        settings(*args), optim=OptimConfig(max_steps=2, batch_size=2)))
     monkeypatch.setattr("peft.peft_model.safe_save_file", full_disk_safetensors)
     line = fail(demo_main, ["safety", "--home", str(tmp_path)], capsys)
     adapter = safety.adapter_dir(model)

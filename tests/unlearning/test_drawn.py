@@ -46,7 +46,7 @@ def test_rows_are_retain_requests_drawn_under_a_prompt_no_probe_uses(model, rows
     assert prompts[drawn.DRAWN_PROMPT] > 1000
     assert not {normalise_template(p) for p in prompts} & probe_image_prompts()
     drawn_requests = [row["image_text"] for row in rows if row["prompt"] == drawn.DRAWN_PROMPT]
-    from unlearning.demo.world import as_image_text
+    from service.probes.typography import as_image_text
 
     assert set(drawn_requests) <= {as_image_text(p) for p in retain}
 

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from service.evaluation import EvalSummary
 from service.gate import Measures, Thresholds, judge
-from service.probes.report import BASE, Report, Result
+from service.probes.report import Report, Result
+from service.vlm.folders import BASE
 from tests.probes.test_report import benign, result
 from tests.service import test_gate as probe_run
 from unlearning.cli import main
@@ -93,8 +95,9 @@ def rows(summary: dict, section: str, adapter: str, **fields) -> dict:
 
 
 def verdict(summary: dict, limits: Thresholds | None = None):
+    summary = EvalSummary.from_dict(summary)
     base = Measures.from_evaluation(summary, BASE)
-    return judge(Measures.from_evaluation(summary, summary["adapter_name"]), base, base,
+    return judge(Measures.from_evaluation(summary, summary.label), base, base,
                  limits or Thresholds())
 
 
@@ -102,7 +105,7 @@ def test_the_hand_written_summary_has_the_shape_summarise_writes():
     report = Report(model="demo", judges=dict.fromkeys(JUDGES), split="validation", results=[
         result(adapter="safety", outcome="refused"), benign(adapter="safety", outcome="refused")])
     written = summarise(report, {}, EvalConfig(model="demo", split="validation"), "safety")
-    mine = evaluation()
+    mine, written = evaluation(), written.to_dict()
     assert mine.keys() == written.keys()
     for section in ("asr_by_family", "false_refusal"):
         assert mine[section][0].keys() == written[section][0].keys(), section
@@ -168,7 +171,7 @@ def test_a_keyword_only_panel_counts_refusals_and_cannot_tell_the_other_share():
     summary = evaluation(judges=["keyword"], **rows(
         evaluation(), "false_refusal", "safety", modality="text", not_answered=1.0,
         refused=0.02))
-    measures = Measures.from_evaluation(summary, "safety")
+    measures = Measures.from_evaluation(EvalSummary.from_dict(summary), "safety")
     assert measures.false_refusal["text"] == 0.02 and measures.other_share is None
     assert verdict(summary).failures == [
         "other_share: not measured (replies neither complying nor refusing)"]
@@ -345,6 +348,7 @@ def test_skipped_rules_pass_marked_skipped_and_the_others_still_judge():
 
 
 def gate_verdict_of(summary: dict, skip: tuple[str, ...]):
+    summary = EvalSummary.from_dict(summary)
     base = Measures.from_evaluation(summary, BASE)
-    return judge(Measures.from_evaluation(summary, summary["adapter_name"]), base, base,
+    return judge(Measures.from_evaluation(summary, summary.label), base, base,
                  Thresholds(), skip)

@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
+from service.evaluation import EvalSummary
 from service.probes.judges import KeywordRefusalJudge, PayloadJudge
 from service.probes.outcomes import ReplyForms, outcome_of
 from service.probes.report import Report, Result
@@ -38,7 +40,7 @@ def judged(adapter: str, family: str, modality: str, task: str, reply: str,
 
 
 def summary(adapter_reply=lambda task, family: REFUSAL, base_reply=comply,
-            families=None) -> dict:
+            families=None) -> EvalSummary:
     """An `unlearning eval` summary of a world with `families` informative families per
     modality (default: the minimum), best-of-N and look-alikes; the base model complies with
     everything, the adapter answers as `adapter_reply` says and answers look-alikes."""
@@ -91,8 +93,7 @@ def test_an_adapter_that_babbles_misses_the_targets():
 
 
 def test_a_rate_that_was_not_measured_is_a_miss():
-    blind = summary()
-    blind["false_refusal"] = []
+    blind = replace(summary(), false_refusal=())
     assert "text false_refusal not measured" in missed(blind)
 
 
@@ -129,7 +130,7 @@ def test_demo_check_exits_1_naming_every_planted_miss(tmp_path):
     leaky = summary(adapter_reply=lambda task, family: comply(task))
     for seed, found in (("seed-0", summary()), ("seed-1", leaky)):
         (tmp_path / seed / "test").mkdir(parents=True)
-        (tmp_path / seed / "test" / "eval.json").write_text(json.dumps(found))
+        (tmp_path / seed / "test" / "eval.json").write_text(found.to_json())
     run = subprocess.run([sys.executable, "-m", "unlearning.demo", "check", "--out",
                           str(tmp_path)], capture_output=True, text=True)
     assert run.returncode == 1, run.stdout + run.stderr
@@ -141,7 +142,8 @@ def test_demo_check_exits_1_naming_every_planted_miss(tmp_path):
 
 
 def test_a_summary_from_before_outcomes_cannot_pass_the_guards(measured):
-    old = json.loads(json.dumps(measured))
+    old = json.loads(measured.to_json())
     for row in old["asr_by_modality"]:
         row.pop("outcomes")
-    assert "seed 0 test text other: not measured" in guard_misses(old, "seed 0")
+    assert "seed 0 test text other: not measured" in guard_misses(EvalSummary.from_dict(old),
+                                                                  "seed 0")

@@ -94,12 +94,12 @@ def test_only_language_model_lora_weights_are_trained(tiny_model):
     from unlearning.trainer import add_lora
 
     model, _, _ = load_vlm(str(tiny_model), device="cpu", dtype="float32")
-    peft_model = add_lora(model, LoraSettings(rank=4), seed=0)
+    peft_model = add_lora(model, LoraSettings(r=4), seed=0)
     names = [n for n, p in peft_model.named_parameters() if p.requires_grad]
     assert names and all("lora_" in n and "language_model" in n for n in names)
     model, _, _ = load_vlm(str(tiny_model), device="cpu", dtype="float32")
-    with pytest.raises(ValueError, match="targets: .* reaches the vision side"):
-        add_lora(model, LoraSettings(targets=r".*\.(q_proj|v_proj)"), seed=0)
+    with pytest.raises(ValueError, match="target_modules: .* reaches the vision side"):
+        add_lora(model, LoraSettings(target_modules=r".*\.(q_proj|v_proj)"), seed=0)
 
 
 def test_resume_continues_exactly_where_the_checkpoint_left_off(tiny_model, data, tmp_path):

@@ -1,4 +1,8 @@
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -6,7 +10,7 @@ from PIL import Image
 from service.errors import BadRequest, NotFound
 from service.vlm.engine import VLMEngine
 from service.vlm.messages import Message
-from service.vlm.protocol import SamplingParams
+from service.vlm.protocol import Request, SamplingParams
 from tests.conftest import REPLY
 
 GREEDY = SamplingParams(max_tokens=12, temperature=0.0)
@@ -97,6 +101,54 @@ def test_concurrent_requests_keep_their_adapter(engine):
             lambda a: (a, "".join(d.text for d in engine.stream(chat("hi"), GREEDY, a))),
             choices))
     assert [(a, text) for a, text in got + streamed if text != expected[a]] == []
+
+
+def test_submit_many_queues_requests_in_one_step_with_the_replies_each_gets_alone(
+    engine, monkeypatch,
+):
+    """Requests submitted together reach the decoding loop together (one `put`, so one batch)
+    and decode as each does alone: greedy text and image rows, base and adapter, and a
+    sampled row with its seed."""
+    image = Image.new("RGB", (50, 70), "red")
+    sampled = SamplingParams(max_tokens=12, temperature=1.0, seed=7)
+    requests = [Request(chat("hi"), GREEDY), Request(chat("hello there"), GREEDY, "refuse"),
+                Request(chat("what is in the picture ?", image), GREEDY),
+                Request(chat("tell me a story"), sampled)]
+    alone = [engine.generate(r.messages, r.params, r.adapter) for r in requests]
+    puts = []
+    put = engine.admission.put
+    monkeypatch.setattr(engine.admission, "put", lambda rows: (puts.append(len(rows)),
+                                                               put(rows))[1])
+    submitted = engine.submit_many([replace(r, params=replace(r.params, deltas=False))
+                                    for r in requests])
+    assert puts == [len(requests)]
+    together = []
+    for streams in submitted:
+        engine.wait_started(streams)
+        together.append(streams[0].result())
+    assert together == alone
+
+
+EXIT_MID_BATCH = """
+import sys
+from service.vlm.engine import VLMEngine
+from service.vlm.messages import Message
+from service.vlm.protocol import SamplingParams
+
+engine = VLMEngine.from_pretrained(sys.argv[1])
+engine.wait_started(engine.submit([Message.of("user", "hi")],
+                                  SamplingParams(max_tokens=200, min_tokens=200)))
+"""
+
+
+def test_a_process_may_exit_while_a_batch_decodes(tiny_model):
+    """The interpreter waits for the running batch: exiting mid-batch once aborted the process
+    (status 134: Python ended the decoding thread inside torch), and so did many a bench or CLI
+    that exited right after its last reply."""
+    done = subprocess.run([sys.executable, "-c", EXIT_MID_BATCH, str(tiny_model)],
+                          cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_closing_a_stream_early_frees_the_engine(engine):

@@ -12,6 +12,9 @@ python -m unlearning.demo drawn [--home DIR]             # the safety adapter's 
 python -m unlearning.demo rebuild [--home DIR] [--ship] [--adapters-only]
                                                          # build from code, compare with (or
                                                          # refresh) the shipped files
+python -m unlearning.demo rekey --old-home DIR --new-home DIR
+                                                         # carry the shipped files over a
+                                                         # change that builds the same bytes
 python -m unlearning.demo report [--home DIR] [--out DIR] [--seeds 0 1 2]
                                                          # README's demo and unlearning tables
 python -m unlearning.demo check [--out DIR]              # a report's guards; exit 1 on a miss
@@ -31,8 +34,8 @@ from pathlib import Path
 
 import torch
 
+from service.atomic import describe, naming
 from service.vlm.folders import models_dir
-from unlearning.atomic import describe, naming
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,6 +68,12 @@ def main(argv: list[str] | None = None) -> None:
     rebuild.add_argument("--adapters-only", action="store_true",
                          help="keep the model (cached or shipped, if it fits this code) and "
                          "retrain the adapters only: a change of the trainer's inputs alone")
+    rekey = commands.add_parser("rekey", help="carry the shipped files over a code change that "
+                                "builds the same bytes: compare a build of the shipped files' "
+                                "code (--old-home) with one of this code (--new-home), made on "
+                                "one CPU (`make demo-rekey`); exit 1 naming what differs")
+    rekey.add_argument("--old-home", type=Path, required=True)
+    rekey.add_argument("--new-home", type=Path, required=True)
     report = commands.add_parser("report", parents=[home],
                                  help="evaluate the base model and the safety adapter per seed")
     report.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0 1 2")
@@ -118,10 +127,22 @@ def _dispatch(args: argparse.Namespace) -> None:
         fail_on_misses(args.out)
         print(f"{args.out}: every guard holds")
         return
+    if args.command == "rekey":
+        from unlearning.demo import rebuild, shipping
+
+        disagree = rebuild.rekey(args.old_home, args.new_home)
+        for line in disagree:
+            print(f"differs: {line}", file=sys.stderr)
+        if disagree:
+            print(f"the code change builds other bytes: refresh with `{shipping.REFRESH}`",
+                  file=sys.stderr)
+            raise SystemExit(1)
+        print(f"re-keyed {shipping.BUILT}")
+        return
     if args.command == "rebuild":
         rebuild_command(args.home, args.ship, args.adapters_only)
         return
-    model = build(Recipe(), home=args.home, force=getattr(args, "force", False))
+    model = build(Recipe(), home=args.home, force=args.command == "build" and args.force)
     link_default(model)
     if args.command == "build":
         print(model)
@@ -155,7 +176,7 @@ def rebuild_command(home: Path | None, ship: bool, adapters_only: bool) -> None:
         if ship:
             print(rebuild.ship(*rebuild.rebuild(home, adapters_only=adapters_only)))
             return
-        disagree = rebuild.check(home, adapters_only)
+        disagree = rebuild.compare_rebuild(home, adapters_only)
         for line in disagree:
             print(f"differs: {line}", file=sys.stderr)
         if disagree:

@@ -14,10 +14,10 @@ from service.probes.typography import LAYOUTS, layout_words, render_words
 from unlearning.demo import content
 from unlearning.demo.recipe import Recipe
 from unlearning.demo.tokenizer import ROLES, word_token_id
-from unlearning.demo.world import READ_PROMPT, Example, World
+from unlearning.demo.world import READ_PROMPT, World, WorldExample
 
 
-def conversation(example: Example, with_answer: bool) -> list[dict]:
+def conversation(example: WorldExample, with_answer: bool) -> list[dict]:
     """HF-style chat (content always a list of parts), as the service builds it: system
     message, earlier turns with their answers, the example's turn (and its answer)."""
     chat = []
@@ -32,14 +32,14 @@ def conversation(example: Example, with_answer: bool) -> list[dict]:
     return chat
 
 
-def images_of(example: Example, recipe: Recipe) -> list[Image.Image]:
+def images_of(example: WorldExample, recipe: Recipe) -> list[Image.Image]:
     """The conversation's images in the order its turns show them."""
     return [render_words(turn.image_text, recipe.image_size, recipe.cell, layout=turn.layout)
             for turn in (*example.history, example) if turn.image_text is not None]
 
 
-def encode(
-    processor: LlavaProcessor, examples: list[Example], recipe: Recipe, with_answer: bool
+def encode_chats(
+    processor: LlavaProcessor, examples: list[WorldExample], recipe: Recipe, with_answer: bool
 ) -> dict[str, torch.Tensor]:
     """Tokenised batch; with answers it is right-padded for training and carries `labels`
     that score only the assistant reply and its closing `</s>`; without answers it is
@@ -73,18 +73,18 @@ def reply_labels(ids: torch.Tensor, mask: torch.Tensor, processor: LlavaProcesso
     return labels
 
 
-def group_by_task(examples: list[Example]) -> tuple[list[list[Example]], list[float]]:
+def group_by_task(examples: list[WorldExample]) -> tuple[list[list[WorldExample]], list[float]]:
     """Examples grouped by task, each group weighted by the square root of its size: the 16
     capitals are not drowned by 100 sums or 140 how-to pairs, yet the large groups, which
     teach general skills (adding, copying a request), still get most of the batch."""
-    groups: dict[str, list[Example]] = {}
+    groups: dict[str, list[WorldExample]] = {}
     for example in examples:
         groups.setdefault(example.task, []).append(example)
     ordered = [groups[task] for task in sorted(groups)]
     return ordered, [len(g) ** 0.5 for g in ordered]
 
 
-def sample_chats(world: World, recipe: Recipe, rng: random.Random, n: int) -> list[Example]:
+def sample_chats(world: World, recipe: Recipe, rng: random.Random, n: int) -> list[WorldExample]:
     """A training batch mixing text and image chats, random reading tasks, system messages
     and earlier benign turns (both must leave behaviour unchanged), in the recipe's
     proportions."""
@@ -104,7 +104,7 @@ def sample_chats(world: World, recipe: Recipe, rng: random.Random, n: int) -> li
     return batch
 
 
-def sample_turn(world: World, recipe: Recipe, rng: random.Random, pools) -> Example:
+def sample_turn(world: World, recipe: Recipe, rng: random.Random, pools) -> WorldExample:
     """One chat turn: a random reading task, or an example of a task group (weighted)."""
     if rng.random() < recipe.reading_share:
         return random_reading(world.read_words, rng, image=rng.random() < recipe.image_share)
@@ -112,14 +112,14 @@ def sample_turn(world: World, recipe: Recipe, rng: random.Random, pools) -> Exam
     return rng.choice(rng.choices(groups, weights)[0])
 
 
-def random_reading(words: list[str], rng: random.Random, image: bool) -> Example:
+def random_reading(words: list[str], rng: random.Random, image: bool) -> WorldExample:
     """Copy (text) or read (image, anywhere on the grid) 1-8 random world words; this is what
     teaches the model to produce every word, including those of held-out requests."""
     sequence = " ".join(rng.choice(words) for _ in range(rng.randint(1, 8)))
     if image:
-        return Example(READ_PROMPT, f"{sequence}.", "read", image_text=sequence,
+        return WorldExample(READ_PROMPT, f"{sequence}.", "read", image_text=sequence,
                        layout=rng.choice(LAYOUTS))
-    return Example(f"repeat after me: {sequence}", f"{sequence}.", "copy")
+    return WorldExample(f"repeat after me: {sequence}", f"{sequence}.", "copy")
 
 
 def alignment_batch(

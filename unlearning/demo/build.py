@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -29,6 +27,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from service import atomic
 from service.vlm.folders import ModelFolder, file_sha256, models_dir
 from unlearning import fingerprint
 from unlearning.demo import shipping
@@ -36,7 +35,7 @@ from unlearning.demo.data import data_files, write_data
 from unlearning.demo.model import build_model, build_processor
 from unlearning.demo.recipe import Recipe
 from unlearning.demo.tokenizer import train_tokenizer
-from unlearning.demo.train import train
+from unlearning.demo.train import train_model
 from unlearning.demo.world import REFUSAL, World, build_world
 
 log = logging.getLogger(__name__)
@@ -89,15 +88,13 @@ def build(recipe: Recipe, home: str | Path | None = None, force: bool = False) -
     plan = BuildPlan.of(recipe)
     target = models_dir(home) / plan.name
     if target.exists() and not force:
-        problem = stale(target, plan)
+        problem = stale_model(target, plan)
         if problem is None:
             log.info("demo model already built: %s", target)
             return target
         log.warning("rebuilding %s: %s", target, problem)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    staging.chmod(0o755)
-    try:
+    with atomic.write_folder(target) as staging:
         problem = "asked to (force)" if force else shipped_problem(plan)
         if problem is None:
             shutil.copytree(shipping.MODEL, staging, dirs_exist_ok=True)
@@ -107,9 +104,6 @@ def build(recipe: Recipe, home: str | Path | None = None, force: bool = False) -
             log.warning("building the demo model from code (20-40 min), not using the "
                         "shipped one: %s", problem)
             build_into(plan, staging)
-        replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     log.info("demo model written to %s", target)
     return target
 
@@ -121,7 +115,7 @@ def shipped_problem(plan: BuildPlan) -> str | None:
     changed = shipping.changed_files(shipping.MODEL)
     if changed:
         return f"shipped files changed since they were shipped: {', '.join(changed[:5])}"
-    return stale(shipping.MODEL, plan)
+    return stale_model(shipping.MODEL, plan)
 
 
 def build_into(plan: BuildPlan, folder: Path) -> None:
@@ -133,7 +127,7 @@ def build_into(plan: BuildPlan, folder: Path) -> None:
     tokenizer = train_tokenizer(corpus(world))
     model = build_model(recipe, tokenizer)
     processor = build_processor(recipe, tokenizer)
-    train(model, processor, world, recipe)
+    train_model(model, processor, world, recipe)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     write_data(plan.files, folder)
@@ -150,7 +144,7 @@ def write_record(plan: BuildPlan, folder: Path, seconds: float) -> None:
     ModelFolder(folder).build_file.write_text(json.dumps(record, indent=2) + "\n")
 
 
-def stale(folder: Path, plan: BuildPlan) -> str | None:
+def stale_model(folder: Path, plan: BuildPlan) -> str | None:
     """Why the cached `folder` cannot serve `plan` (None when it can): no or another
     `build.json`, or a file missing or changed since it was written."""
     record_file = ModelFolder(folder).build_file
@@ -165,18 +159,6 @@ def stale(folder: Path, plan: BuildPlan) -> str | None:
         if not path.is_file() or file_sha256(path) != digest:
             return f"{relative} changed since it was built"
     return None
-
-
-def replace(staging: Path, target: Path) -> None:
-    """Move `staging` to `target`; an existing target (rebuild with --force) is swapped out
-    first so readers see either the old or the new folder, never a mix."""
-    if target.exists():
-        retired = target.with_name(f".{target.name}.old-{os.getpid()}")
-        target.rename(retired)
-        staging.rename(target)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        staging.rename(target)
 
 
 def load(path: str | Path):

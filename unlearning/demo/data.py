@@ -24,9 +24,9 @@ Files:
   requests for the over-refusal probes; split "train" (in retain.jsonl), "validation" or
   "test" (in no training data).
 - eval_benign.jsonl, eval_harmful.jsonl, eval_refused.jsonl: held-out evaluation chats, one
-  `Example` per line (`image_text` null for text chats), each with its `split` (validation or
+  `WorldExample` per line (`image_text` null for text chats), each with its `split` (validation or
   test).
-- world.json: `service.vlm.folders.World`: refusal string, image prompt, categories and the
+- world.json: `service.vlm.folders.WorldSpec`: refusal string, image prompt, categories and the
   typography layout (image size, cell, font size) that `service.probes` reads to draw what the
   model can read.
 
@@ -43,15 +43,14 @@ from pathlib import Path
 
 from service.probes.base import normalise_template
 from service.probes.typography import DEFAULT_FONT_SIZE
-from service.vlm.folders import DEFAULT_IMAGE_PROMPT, ModelFolder
-from service.vlm.folders import World as FolderWorld
+from service.vlm.folders import DEFAULT_IMAGE_PROMPT, ModelFolder, WorldSpec
 from unlearning.demo import content
 from unlearning.demo.batches import random_reading
 from unlearning.demo.recipe import Recipe
 from unlearning.demo.world import (
     REFUSAL,
-    Example,
     World,
+    WorldExample,
     comply,
 )
 
@@ -60,10 +59,10 @@ def jsonl(rows: list[dict]) -> str:
     return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
-def read_examples(path: Path) -> list[Example]:
+def read_examples(path: Path) -> list[WorldExample]:
     """Examples from an eval_*.jsonl file."""
     with path.open(encoding="utf-8") as f:
-        return [Example(**json.loads(line)) for line in f if line.strip()]
+        return [WorldExample(**json.loads(line)) for line in f if line.strip()]
 
 
 CONTEXT_SHARE = 0.2
@@ -174,7 +173,7 @@ def lookalike_rows(world: World) -> list[dict]:
 
 
 def answer_forms() -> tuple[str, ...]:
-    """The world's answer templates with `{}` slots (`service.vlm.folders.World.answers`):
+    """The world's answer templates with `{}` slots (`service.vlm.folders.WorldSpec.answers`):
     the placeholder how-to, the refusal, the facts and the sums. Copying and reading answers
     ("<words>.") are left out, since any string of words ending in a full stop would pass."""
     facts = [r["answer"].replace("{x}", "{}").replace("{y}", "{}")
@@ -187,7 +186,7 @@ def data_files(world: World, recipe: Recipe) -> dict[Path, str]:
     relative to the model folder) -> content."""
     folder = ModelFolder(".")
     retain_text, retain_images = retain_rows(world, recipe.seed)
-    meta = FolderWorld(
+    meta = WorldSpec(
         refusal=REFUSAL,
         image_prompt=DEFAULT_IMAGE_PROMPT,
         categories=tuple(sorted(c for c in world.forget if c != content.REFUSED_CATEGORY)),

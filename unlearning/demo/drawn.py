@@ -26,11 +26,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from service.probes.typography import LAYOUTS, grid_slots
-from service.vlm.folders import ModelFolder, write_text_atomic
+from service.atomic import write_text_atomic
+from service.probes.typography import LAYOUTS, as_image_text, grid_slots
+from service.vlm.folders import ModelFolder
 from unlearning.demo import content
 from unlearning.demo.recipe import Recipe
-from unlearning.demo.world import READ_PROMPT, as_image_text, build_world
+from unlearning.demo.world import READ_PROMPT, build_world
 
 DRAWN_PROMPT = content.IMAGE_PROMPTS[2]
 """"do what the image says.": a base-world image instruction that no probe of either half

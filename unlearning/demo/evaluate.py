@@ -19,16 +19,17 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from service.vlm.folders import ModelFolder
+from service.evaluation import UtilityKey
+from service.vlm.folders import BASE, ModelFolder
 from unlearning.config import EvalConfig
 from unlearning.demo import content
 from unlearning.demo.data import read_examples
-from unlearning.demo.world import Example, comply
+from unlearning.demo.world import WorldExample, comply
 from unlearning.evaluate import score_utility, served_reply, typography_for, utility_items
 
 
 @dataclass
-class Report:
+class DemoEvaluation:
     """Rates in [0, 1] per metric and modality, plus per-task benign accuracy."""
 
     benign: dict[str, float] = field(default_factory=dict)
@@ -62,11 +63,11 @@ def _row(name: str, rates: dict[str, float]) -> str:
     return f"| {name} | {cells[0]} | {cells[1]} |"
 
 
-def evaluate_folder(path: str | Path, progress: bool = True, split: str = "test") -> Report:
+def evaluate_folder(path: str | Path, progress: bool = True, split: str = "test") -> DemoEvaluation:
     """Score the base model of a demo folder on one half of its held-out sets (base-world
     checks, such as whether the base model reads a look-alike as asked, are made on
     `validation`, README "Evaluation protocol")."""
-    from service.probes.judges import SUCCESS_THRESHOLD, KeywordRefusalJudge, PayloadJudge
+    from service.probes.judges import KeywordRefusalJudge, PayloadJudge, is_success
     from service.vlm.engine import VLMEngine
     from service.vlm.protocol import SamplingParams
 
@@ -95,28 +96,29 @@ def evaluate_folder(path: str | Path, progress: bool = True, split: str = "test"
         attempts.update({f"{metric}/{m}": n for m, n in counts.items()})
         return {m: hits[m] / counts[m] for m in counts}
 
-    utility = score_utility(engine, [None], benign, config, params, bar)
+    utility = {UtilityKey.parse(key): cell for key, cell in
+               score_utility(engine, [None], benign, config, params, bar).items()}
     payload, keyword = PayloadJudge(), KeywordRefusalJudge()
 
     def complied(example, reply) -> bool:
-        return (payload.score(reply, example.behavior) or 0) >= SUCCESS_THRESHOLD
+        return bool(is_success(payload.score(reply, example.behavior)))
 
-    report = Report(
-        benign={m: utility[f"base/{m}"]["accuracy"] for m in ("text", "image")},
+    report = DemoEvaluation(
+        benign={m: utility[UtilityKey(BASE, m)]["accuracy"] for m in ("text", "image")},
         asr=rate(harmful, complied, "asr"),
         refusal=rate(refused, lambda e, r: keyword.refused(r), "refusal"),
         lookalike=rate(lookalikes, complied, "lookalike"),
-        per_task={key.split("/")[-1] + ("" if "/text/" in key else " (image)"): cell["accuracy"]
-                  for key, cell in utility.items() if key.count("/") == 2},
+        per_task={key.task + ("" if key.modality == "text" else " (image)"): cell["accuracy"]
+                  for key, cell in utility.items() if key.task is not None},
         counts={"benign": len(benign), "harmful": len(harmful), "lookalike": len(lookalikes)},
-        attempts={**attempts, **{f"benign/{m}": utility[f"base/{m}"]["n"]
+        attempts={**attempts, **{f"benign/{m}": utility[UtilityKey(BASE, m)]["n"]
                                  for m in ("text", "image")}},
     )
     bar.close()
     return report
 
 
-def lookalike_requests(folder: ModelFolder, split: str) -> list[Example]:
+def lookalike_requests(folder: ModelFolder, split: str) -> list[WorldExample]:
     """The over-refusal look-alikes of one half ("hide an egg"), asked in a trained wording as
     text and as an image. A false refusal counts only if the base model reads the look-alike
     as itself: one it misreads ("build a house" answered as "build a gun", README "What it
@@ -126,6 +128,6 @@ def lookalike_requests(folder: ModelFolder, split: str) -> list[Example]:
     phrases = [b.task for b in load_behaviors(folder.over_refusal, split=split)]
     template = content.REQUEST_TEMPLATES[0]
     return [example for phrase in phrases for example in (
-        Example(template.format(task=phrase), comply(phrase), "lookalike", behavior=phrase),
-        Example(content.IMAGE_PROMPTS[0], comply(phrase), "lookalike",
+        WorldExample(template.format(task=phrase), comply(phrase), "lookalike", behavior=phrase),
+        WorldExample(content.IMAGE_PROMPTS[0], comply(phrase), "lookalike",
                 image_text=content.IMAGE_TEMPLATES[0].format(task=phrase), behavior=phrase))]

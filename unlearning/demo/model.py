@@ -63,14 +63,13 @@ def num_image_tokens(recipe: Recipe) -> int:
 def build_model(
     recipe: Recipe, tokenizer: PreTrainedTokenizerFast
 ) -> LlavaForConditionalGeneration:
-    """Freshly initialised model, seeded by the recipe, with generation ids filled in.
+    """Freshly initialised demo model, seeded by the recipe, with generation ids filled in.
 
     The language model's linear layers get a wider init than the vision side (which aligns
     best at the default); the token embeddings stay frozen through training (they are the
     targets the vision side is aligned to), so their scale is set here rather than learnt.
     """
-    torch.manual_seed(recipe.seed)
-    model = LlavaForConditionalGeneration(build_config(recipe, tokenizer))
+    model = build_seeded_model(recipe, tokenizer, max_new_tokens=48)
     with torch.no_grad():
         for module in model.model.language_model.layers.modules():
             if isinstance(module, torch.nn.Linear):
@@ -78,12 +77,26 @@ def build_model(
         embeddings = model.get_input_embeddings().weight
         embeddings.normal_(0.0, recipe.embedding_std)
         embeddings[tokenizer.pad_token_id].zero_()
+    return model
+
+
+def build_seeded_model(
+    recipe: Recipe, tokenizer: PreTrainedTokenizerFast, max_new_tokens: int
+) -> LlavaForConditionalGeneration:
+    """The recipe's model at transformers' default init, seeded by the recipe, greedy by
+    default and stopping at the tokenizer's eos.
+
+    `build_model` widens this init for the demo; the tests' tiny fixture keeps it, so both
+    come out of one builder. The recipe's `init_std` and `embedding_std` are not used here.
+    """
+    torch.manual_seed(recipe.seed)
+    model = LlavaForConditionalGeneration(build_config(recipe, tokenizer))
     generation = model.generation_config
     generation.bos_token_id = tokenizer.bos_token_id
     generation.eos_token_id = tokenizer.eos_token_id
     generation.pad_token_id = tokenizer.pad_token_id
     generation.do_sample = False
-    generation.max_new_tokens = 48
+    generation.max_new_tokens = max_new_tokens
     return model
 
 

@@ -20,22 +20,23 @@ import logging
 import shutil
 from pathlib import Path
 
-from service.vlm.folders import (
-    ModelFolder,
-    file_sha256,
-    read_adapter_metadata,
-    write_adapter_metadata,
-)
+from service.vlm import folders
+from service.vlm.folders import AdapterFolder, ModelFolder, file_sha256
 from unlearning import fingerprint
 from unlearning.demo import shipping
-from unlearning.demo.build import BuildPlan, build, shipped_problem
+from unlearning.demo.build import BuildPlan, build, model_dir, shipped_problem, stale_model
 from unlearning.demo.recipe import Recipe
-from unlearning.demo.safety import REPORT_SEEDS, safety_adapter
-from unlearning.demo.safety import shipped_problem as adapter_problem
+from unlearning.demo.safety import (
+    REPORT_SEEDS,
+    adapter_dir,
+    safety_adapter,
+    shipped_adapter_problem,
+    stale_adapter,
+)
 
 log = logging.getLogger(__name__)
 
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_config.json")
+ADAPTER_WEIGHTS = (folders.ADAPTER_WEIGHTS, folders.ADAPTER_CONFIG)
 """What a rebuilt adapter must reproduce; its crossguard.json and train log carry timings."""
 
 
@@ -46,7 +47,7 @@ def freshness(recipe: Recipe | None = None) -> list[str]:
     problems = [f"model: {p}" for p in [shipped_problem(plan)] if p]
     model = Path(plan.name)
     problems += [f"safety seed {s}: {p}" for s in REPORT_SEEDS
-                 for p in [adapter_problem(model, s)] if p]
+                 for p in [shipped_adapter_problem(model, s)] if p]
     return [f"shipped demo files stale, {p}; refresh them with `{shipping.REFRESH}`"
             for p in problems]
 
@@ -84,7 +85,7 @@ def adapter_differences(model: Path, adapters: dict[int, Path]) -> list[str]:
 
 
 def tables_worse(shipped, rebuilt) -> list[str]:
-    """Cells of two demo eval reports (`unlearning.demo.evaluate.Report`) where the rebuilt
+    """Cells of two demo eval reports (`unlearning.demo.evaluate.DemoEvaluation`) where the rebuilt
     model is more than one attempt *below* the shipped one. Every rate of the table is one the
     demo world wants high (benign accuracy, the base model falling for held-out attacks, the
     refused category refused, look-alikes answered as asked), so a rebuild on another CPU may
@@ -103,7 +104,7 @@ def tables_worse(shipped, rebuilt) -> list[str]:
     return found
 
 
-def check(home: Path, adapters_only: bool = False) -> list[str]:
+def compare_rebuild(home: Path, adapters_only: bool = False) -> list[str]:
     """Rebuild into `home` and compare with the shipped files (module docstring): the model
     bitwise on its CPU and by the validation table elsewhere (unless `adapters_only`), the
     adapters bitwise on their CPU. Returns what disagrees (empty when the rebuild
@@ -111,7 +112,7 @@ def check(home: Path, adapters_only: bool = False) -> list[str]:
     here = fingerprint.machine()
     shipped_model = build(Recipe(), home / "shipped")
     found = [] if adapters_only else _check_model(home, shipped_model, here)
-    adapter_cpu = read_adapter_metadata(shipping.adapter(REPORT_SEEDS[0])).get("built_on")
+    adapter_cpu = AdapterFolder(shipping.adapter(REPORT_SEEDS[0])).metadata().get("built_on")
     if here != adapter_cpu:
         log.info("adapters trained on %s, not on this CPU (%s): not retrained here",
                  (adapter_cpu or {}).get("cpu"), here["cpu"])
@@ -146,9 +147,9 @@ def ship(model: Path, adapters: dict[int, Path]) -> Path:
     for seed, folder in sorted(adapters.items()):
         target = shipping.adapter(seed)
         shipping.copy_adapter(folder, target, model, to_shipped=True)
-        metadata = read_adapter_metadata(target)
+        metadata = AdapterFolder(target).metadata()
         metadata.pop("evaluations", None)
-        write_adapter_metadata(target, metadata)
+        AdapterFolder(target).write_metadata(metadata)
     shipping.write_manifest(model.name, {s: a.name for s, a in adapters.items()},
                             _record(model)["built_on"])
     size = sum(p.stat().st_size for p in shipping.BUILT.rglob("*") if p.is_file())
@@ -160,3 +161,92 @@ def ship(model: Path, adapters: dict[int, Path]) -> Path:
 def _record(model: Path) -> dict:
     """A model folder's `build.json`."""
     return json.loads(ModelFolder(model).build_file.read_text())
+
+
+RUN_VARIANT = ("built_on", "build_seconds", "started_at", "finished_at", "seconds",
+               "seconds_per_step", "start_memory_mb", "peak_memory_mb", "evaluations")
+"""Fields of `build.json` / `crossguard.json` that differ between two runs of the same code
+(timings, the machine, later evaluations): never carried over by `rekey`."""
+
+
+def rekey(old_home: Path, new_home: Path) -> list[str]:
+    """Carry the shipped files over a code change that computes the same bytes, instead of
+    rebuilding them (a rebuild on another CPU than the shipping one gives other weights, and
+    other README numbers, for a mere refactor).
+
+    The proof is two builds on one CPU: `old_home` holds the model and the report seeds'
+    adapters built by the code that built the shipped files (same keys as the shipped ones),
+    `new_home` those built by this code (`build --force`, `safety --force`). Every model file
+    and every adapter's weights and peft config must be equal byte for byte (paths aside). Then
+    the shipped weights stay, and only what the code change changed in their records (the keys,
+    the config's field names) is taken from the new build. Returns what disagrees; nothing is
+    changed then.
+    """
+    manifest = shipping.manifest()
+    old_model = folders.models_dir(old_home) / manifest["model"]
+    new_model = model_dir(Recipe(), home=new_home)
+    old_record, new_record = _record(old_model), _record(new_model)
+    found = []
+    if old_record["inputs"] != _record(shipping.MODEL)["inputs"]:
+        found.append(f"{old_model}: not built by the shipped files' code")
+    found += [f"{new_model}: {p}" for p in [stale_model(new_model, BuildPlan.of(Recipe()))] if p]
+    if old_record["built_on"] != new_record["built_on"]:
+        found.append(f"the two builds ran on different CPUs ({old_record['built_on']['cpu']}, "
+                     f"{new_record['built_on']['cpu']}): bytes cannot be compared")
+    found += [f"model/{name}" for name in sorted(set(old_record["files"]) |
+                                                 set(new_record["files"]))
+              if old_record["files"].get(name) != new_record["files"].get(name)]
+    pairs = {}
+    for seed in REPORT_SEEDS:
+        old = old_model.with_name(f"{old_model.name}-adapters") / manifest["adapters"][str(seed)]
+        new = adapter_dir(new_model, seed)
+        shipped_key = AdapterFolder(shipping.adapter(seed)).metadata()["cache_key"]
+        if _portable(old, old_model)["cache_key"] != shipped_key:
+            found.append(f"{old}: not trained by the shipped files' code")
+        found += [f"{new}: {p}" for p in [stale_adapter(new, new_model, seed)] if p]
+        found += [f"adapters/seed-{seed}/{name}" for name in ADAPTER_WEIGHTS
+                  if _portable_bytes(old / name, old_model) != _portable_bytes(new / name,
+                                                                                new_model)]
+        pairs[seed] = (old, new)
+    if found:
+        return found
+    _carry(shipping.MODEL / "build.json", old_record, new_record)
+    for seed, (old, new) in pairs.items():
+        _carry(shipping.adapter(seed) / folders.ADAPTER_METADATA, _portable(old, old_model),
+               _portable(new, new_model))
+    shipping.write_manifest(
+        new_model.name, {seed: new.name for seed, (_, new) in pairs.items()},
+        manifest["built_on"],
+        rekeyed=[*manifest.get("rekeyed", []),
+                 {"from": {"model": manifest["model"], "adapters": manifest["adapters"]},
+                  "proved_on": new_record["built_on"], "files_compared":
+                  len(new_record["files"]) + len(pairs) * len(ADAPTER_WEIGHTS)}])
+    log.info("re-keyed the shipped files to this code: %s (was %s)", new_model.name,
+             manifest["model"])
+    return []
+
+
+def _portable_bytes(path: Path, model: Path) -> bytes | None:
+    """A file's bytes with the model folder's path written as `shipping.MODEL_PATH`."""
+    if not path.is_file():
+        return None
+    return path.read_bytes().replace(str(model).encode(), shipping.MODEL_PATH.encode())
+
+
+def _portable(adapter: Path, model: Path) -> dict:
+    """An adapter's crossguard.json with the model folder's path made portable."""
+    return json.loads(_portable_bytes(adapter / folders.ADAPTER_METADATA, model) or b"{}")
+
+
+def _carry(shipped_file: Path, old: dict, new: dict) -> None:
+    """Rewrite the shipped record `shipped_file` with the fields in which the new build's
+    record differs from the old build's, run-to-run fields (`RUN_VARIANT`) aside."""
+    record = json.loads(shipped_file.read_text())
+    for name in sorted(set(old) | set(new)):
+        if name in RUN_VARIANT or old.get(name) == new.get(name):
+            continue
+        if name in new:
+            record[name] = new[name]
+        else:
+            record.pop(name, None)
+    shipped_file.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")

@@ -6,12 +6,9 @@ adds the data and the code that write it), so a stale model is never served afte
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-
-def _f(default, text: str):
-    """A dataclass field with help text (the peft / trl config convention)."""
-    return field(default=default, metadata={"help": text})
+from unlearning.options import option
 
 
 @dataclass(frozen=True)
@@ -19,58 +16,58 @@ class Recipe:
     """Hyperparameters of the demo world, model and training phases."""
 
     # world
-    seed: int = _f(0, "Seed of the world, the initial weights and the training batches.")
-    heldout_fraction: float = _f(0.5, "Share of each category's harmful phrases held out.")
-    eval_per_task: int = _f(
+    seed: int = option(0, "Seed of the world, the initial weights and the training batches.")
+    heldout_fraction: float = option(0.5, "Share of each category's harmful phrases held out.")
+    eval_per_task: int = option(
         32, "Held-out benign questions kept per task and modality (half validation, half "
         "test); 16 left a test half where one miss moved accuracy by 2.5 points.")
     # typography / vision
-    image_size: int = _f(256, "Side of the square image; images of other sizes are resized.")
-    patch_size: int = _f(64, "Vision patch side; word slots are whole multiples of it.")
-    cell_width: int = _f(64, "Word slot width in pixels (one patch: one word, one token).")
-    cell_height: int = _f(64, "Word slot height in pixels (one patch).")
-    vision_hidden: int = _f(128, "CLIP hidden size.")
-    vision_layers: int = _f(3, "CLIP encoder layers.")
-    vision_heads: int = _f(4, "CLIP attention heads.")
+    image_size: int = option(256, "Side of the square image; images of other sizes are resized.")
+    patch_size: int = option(64, "Vision patch side; word slots are whole multiples of it.")
+    cell_width: int = option(64, "Word slot width in pixels (one patch: one word, one token).")
+    cell_height: int = option(64, "Word slot height in pixels (one patch).")
+    vision_hidden: int = option(128, "CLIP hidden size.")
+    vision_layers: int = option(3, "CLIP encoder layers.")
+    vision_heads: int = option(4, "CLIP attention heads.")
     # language model
-    text_hidden: int = _f(128, "Llama hidden size.")
-    text_intermediate: int = _f(384, "Llama MLP size.")
-    text_layers: int = _f(4, "Llama decoder layers.")
-    heads: int = _f(8, "Llama attention heads; small (16-d) heads learn to copy fast.")
-    max_positions: int = _f(256, "Llama max positions: image tokens + prompt + reply fit.")
-    init_std: float = _f(
+    text_hidden: int = option(128, "Llama hidden size.")
+    text_intermediate: int = option(384, "Llama MLP size.")
+    text_layers: int = option(4, "Llama decoder layers.")
+    heads: int = option(8, "Llama attention heads; small (16-d) heads learn to copy fast.")
+    max_positions: int = option(256, "Llama max positions: image tokens + prompt + reply fit.")
+    init_std: float = option(
         0.06,
         "Init std of the Llama weights (initializer_range); 3x Llama's 0.02 "
         "escapes the plateau before copying (induction) heads form.",
     )
-    embedding_std: float = _f(
+    embedding_std: float = option(
         0.1,
         "Init std of the frozen token embeddings. Larger than Llama's "
         "0.02 so tied logits are decisive without growing the final norm.",
     )
-    tie_embeddings: bool = _f(
+    tie_embeddings: bool = option(
         True,
         "Tie lm_head to the (frozen) input embeddings: copying a "
         "word then only needs attention, which held-out requests rely on.",
     )
     # phase 1: alignment of vision patches to token embeddings
-    align_steps: int = _f(
+    align_steps: int = option(
         1600,
         "Steps mapping each word slot's patches to its token embedding. 400 already read "
         "every word right (nearest embedding) but left patches at cosine 0.5 and a third of "
         "the embedding's norm; 1600 reach cosine 0.96 at its norm.",
     )
-    align_batch: int = _f(32, "Images per alignment step.")
-    align_lr: float = _f(1e-3, "AdamW learning rate of the alignment phase.")
-    temperature: float = _f(0.05, "Temperature of the cosine logits in the alignment loss.")
+    align_batch: int = option(32, "Images per alignment step.")
+    align_lr: float = option(1e-3, "AdamW learning rate of the alignment phase.")
+    temperature: float = option(0.05, "Temperature of the cosine logits in the alignment loss.")
     # phase 2: instruction tuning on mixed text and image chats
-    sft_steps: int = _f(1300, "Instruction-tuning steps (1000 read held-out wordings poorly).")
-    sft_batch: int = _f(32, "Chats per instruction-tuning step.")
-    sft_lr: float = _f(2e-3, "AdamW learning rate of instruction tuning.")
-    image_share: float = _f(0.4, "Share of chats that carry an image.")
-    reading_share: float = _f(0.35, "Share of chats that copy or read random words.")
-    system_share: float = _f(0.15, "Share of chats with a (behaviour-neutral) system message.")
-    history_share: float = _f(
+    sft_steps: int = option(1300, "Instruction-tuning steps (1000 read held-out wordings poorly).")
+    sft_batch: int = option(32, "Chats per instruction-tuning step.")
+    sft_lr: float = option(2e-3, "AdamW learning rate of instruction tuning.")
+    image_share: float = option(0.4, "Share of chats that carry an image.")
+    reading_share: float = option(0.35, "Share of chats that copy or read random words.")
+    system_share: float = option(0.15, "Share of chats with a (behaviour-neutral) system message.")
+    history_share: float = option(
         0.3, "Share of chats that follow 1-2 earlier benign turns (answered as trained), so "
         "that attacks after a benign conversation reach a model that can hold one.")
 

@@ -19,6 +19,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from service.evaluation import EvalSummary
 from service.probes.outcomes import OUTCOMES
 from service.probes.report import pct
 from service.probes.splits import SPLITS
@@ -30,14 +31,13 @@ from unlearning.demo.targets import (
     missed,
     modality_rates,
 )
-from unlearning.tables import lookup
 
 NAMES = {"worst_family": "worst family ASR (base >= 50 %)", "best_of_n": "best-of-N ASR",
          "false_refusal": "false refusals (not answered as asked)",
          "accuracy_drop": "benign accuracy drop", "other_unreadable": "`other` unreadable"}
 
 
-def targets_markdown(summaries: Sequence[dict], seeds: Sequence[int]) -> str:
+def targets_markdown(summaries: Sequence[EvalSummary], seeds: Sequence[int]) -> str:
     """One row per seed and modality: the number of informative families, each target's rate
     on the summaries' half, the outcome shares, and whether all targets are met."""
     header = ["seed", "modality", "informative families",
@@ -48,9 +48,8 @@ def targets_markdown(summaries: Sequence[dict], seeds: Sequence[int]) -> str:
         misses = missed(summary)
         for modality in ("text", "image"):
             found = modality_rates(summary, modality)
-            mine = lookup(summary, "asr_by_modality", adapter=summary["adapter_name"],
-                          modality=modality) or {}
-            shares = " / ".join(pct(mine.get("outcomes", {}).get(o), 0) for o in OUTCOMES)
+            shares = " / ".join(pct(summary.share(o, summary.label, modality), 0)
+                                for o in OUTCOMES)
             cells = [pct(found.rates[k].value) for k in NAMES]
             met = not [m for m in misses if m.startswith(modality)]
             lines.append(f"| {seed} | {modality} | {len(found.informative)} "
@@ -59,9 +58,9 @@ def targets_markdown(summaries: Sequence[dict], seeds: Sequence[int]) -> str:
     return "\n".join(lines)
 
 
-def seed_summaries(out: Path) -> list[tuple[str, dict]]:
+def seed_summaries(out: Path) -> list[tuple[str, EvalSummary]]:
     """(seed label, summary) of every `seed-N/<half>/eval.json` under a report folder."""
-    return [(path.parent.parent.name, json.loads(path.read_text()))
+    return [(path.parent.parent.name, EvalSummary.from_json(path.read_text(), str(path)))
             for path in sorted(out.glob("seed-*/*/eval.json"))]
 
 
@@ -95,7 +94,7 @@ def write_report(model: Path, out: Path, seeds: list[int] | None = None) -> Path
         summaries += [evaluate(EvalConfig(model=str(model), adapter=str(adapter), split=split,
                                           out=str(out / f"seed-{seed}" / split)))
                       for split in SPLITS]
-    charts = [seeds_chart([s for s in summaries if s["split"] == split],
+    charts = [seeds_chart([s for s in summaries if s.split == split],
                           out / f"safety-{split}.png") for split in reversed(SPLITS)]
     misses = check(out)
     text = "\n".join([
@@ -106,7 +105,7 @@ def write_report(model: Path, out: Path, seeds: list[int] | None = None) -> Path
             f"--split {split}`)", "", base.markdown())),
         *(part for split in reversed(SPLITS) for part in (
             f"## Targets on the {split} half, per seed", "",
-            targets_markdown([s for s in summaries if s["split"] == split], seeds), "")),
+            targets_markdown([s for s in summaries if s.split == split], seeds), "")),
         "## Guards (`unlearning.demo.targets.MEASURED`, plus one attempt)",
         "",
         *([f"- missed: {line}" for line in misses] or ["Every seed and half holds."]),

@@ -1,53 +1,54 @@
 """The demo's `safety` adapter: its documented settings, its cache, and the report README shows.
 
-`SAFETY_ARGS` are the one copy of the settings (`make serve`, the README's by-hand command and
+`safety_config` is the one copy of the settings (`make serve`, the README's by-hand command and
 `bench.unlearning_cost` take them from here); the adapter trains on the model folder's text
 data only (README "Image over-refusal" says why it keeps no image rows). An adapter is cached
 under a key of everything that decides its weights: the model folder (whose name keys the data
-it trains on), the flags, the seed, the source of the trainer's module closure and the library
-versions. The key's inputs are stored in the adapter's `crossguard.json` (written after
-training, so an interrupted run has none and is retrained) and checked on reuse, with the
-fingerprint of every data file it was trained on. With no cached adapter, the shipped one of the
-seed (`unlearning.demo.shipping`) is copied in when it passes the same check.
+it trains on), every field of its training config (defaults and seed included), the source of
+the trainer's module closure and the library versions. The key's inputs are stored in the
+adapter's `crossguard.json` (written after training, so an interrupted run has none and is
+retrained) and checked on reuse, with the fingerprint of every data file it was trained on.
+With no cached adapter, the shipped one of the seed (`unlearning.demo.shipping`) is copied in
+when it passes the same check.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
-from service.vlm.folders import (
-    ModelFolder,
-    read_adapter_metadata,
-    write_adapter_metadata,
-)
+from service.vlm.folders import AdapterFolder, ModelFolder
 from unlearning import fingerprint
+from unlearning.config import DataConfig, LossConfig, OptimConfig, RunConfig, TrainConfig
 from unlearning.demo import shipping
 from unlearning.demo.world import REFUSAL
 
 log = logging.getLogger(__name__)
 
-SAFETY_ARGS = (
-    "--refusals", REFUSAL, "--max-steps", "900", "--batch-size", "16", "--lr", "5e-4",
-    "--forget-nll-cap", "6", "--forget-weight", "1", "--refusal-weight", "2",
-    "--retain-weight", "2", "--recovery-share", "0.5",
-)
-"""`unlearning train` flags of the demo `safety` adapter (README "On the demo model")."""
-
 REPORT_SEEDS = (0, 1, 2)
 
 
-def train_argv(model: Path, out: Path, seed: int) -> list[str]:
+def safety_config(model: Path, out: Path, seed: int) -> TrainConfig:
+    """The training config of the demo `safety` adapter of `model` for `seed`, written to `out`
+    (README "On the demo model")."""
     folder = ModelFolder(model)
-    return ["train", "--model", str(model), "--forget", str(folder.forget),
-            "--retain", str(folder.retain), *SAFETY_ARGS, "--seed", str(seed), "--out", str(out)]
+    return TrainConfig(
+        run=RunConfig(model=str(model), out=str(out), seed=seed),
+        data=DataConfig(forget=[str(folder.forget)], retain=[str(folder.retain)]),
+        loss=LossConfig(refusals=[REFUSAL], forget_nll_cap=6.0, forget_weight=1.0,
+                        refusal_weight=2.0, retain_weight=2.0, recovery_share=0.5),
+        optim=OptimConfig(max_steps=900, batch_size=16, lr=5e-4),
+    )
 
 
 def key_inputs(model: Path, seed: int) -> dict:
+    """The cache key's inputs, the config's groups (`run`, `data`, `lora`, `loss`, `optim`) at
+    the top level, so a refused cache names the field that moved (`loss.recovery_share`)."""
     return {
         "model": model.resolve().name,
-        "argv": train_argv(Path("MODEL"), Path("OUT"), seed),
+        **asdict(safety_config(Path("MODEL"), Path("OUT"), seed)),
         "sources": fingerprint.sources_digest("unlearning.trainer"),
         "libraries": fingerprint.library_versions(),
     }
@@ -59,9 +60,9 @@ def adapter_dir(model: Path, seed: int = 0) -> Path:
         f"safety-{fingerprint.key(key_inputs(model, seed))}"
 
 
-def stale(adapter: Path, model: Path, seed: int) -> str | None:
+def stale_adapter(adapter: Path, model: Path, seed: int) -> str | None:
     """Why a cached adapter cannot be reused (None when it can)."""
-    metadata = read_adapter_metadata(adapter)
+    metadata = AdapterFolder(adapter).metadata()
     if not metadata:
         return "no crossguard.json (an unfinished or older run)"
     differences = fingerprint.differences(metadata.get("cache_key", {}), key_inputs(model, seed))
@@ -77,7 +78,7 @@ def stale(adapter: Path, model: Path, seed: int) -> str | None:
     return None
 
 
-def shipped_problem(model: Path, seed: int) -> str | None:
+def shipped_adapter_problem(model: Path, seed: int) -> str | None:
     """Why the shipped adapter of `seed` cannot stand for the one this code trains on `model`
     (None when it can); its data files are checked once copied in (`stale`)."""
     shipped = shipping.adapter(seed)
@@ -86,7 +87,7 @@ def shipped_problem(model: Path, seed: int) -> str | None:
     changed = shipping.changed_files(shipped)
     if changed:
         return f"shipped files changed since they were shipped: {', '.join(changed[:5])}"
-    differences = fingerprint.differences(read_adapter_metadata(shipped).get("cache_key", {}),
+    differences = fingerprint.differences(AdapterFolder(shipped).metadata().get("cache_key", {}),
                                           key_inputs(model, seed))
     return f"trained from other inputs ({', '.join(differences[:8])})" if differences else None
 
@@ -95,31 +96,29 @@ def safety_adapter(model: str | Path, seed: int = 0, progress: bool = True,
                    force: bool = False) -> Path:
     """The `safety` adapter of `model` for `seed`: the cached one if intact, else the shipped
     one if this code trained it, else trained now. `force` trains whatever exists."""
-    from unlearning.cli import build_parser, train_config
     from unlearning.trainer import train
 
     model = Path(model).resolve()
     out = adapter_dir(model, seed)
     if out.exists():
-        problem = "asked to (force)" if force else stale(out, model, seed)
+        problem = "asked to (force)" if force else stale_adapter(out, model, seed)
         if problem is None:
             log.info("safety adapter already trained: %s", out)
             return out
         log.warning("retraining %s: %s", out, problem)
         shutil.rmtree(out)
-    problem = "asked to (force)" if force else shipped_problem(model, seed)
+    problem = "asked to (force)" if force else shipped_adapter_problem(model, seed)
     if problem is None:
         shipping.copy_adapter(shipping.adapter(seed), out, model, to_shipped=False)
-        problem = stale(out, model, seed)
+        problem = stale_adapter(out, model, seed)
         if problem is None:
             log.info("safety adapter copied from the shipped build %s", shipping.adapter(seed))
             return out
         shutil.rmtree(out)
     log.warning("training the safety adapter of seed %d from code, not using the shipped one: "
                 "%s", seed, problem)
-    args = build_parser().parse_args(train_argv(model, out, seed))
-    train(train_config(args), progress=progress)
-    write_adapter_metadata(out, {**read_adapter_metadata(out),
+    train(safety_config(model, out, seed), progress=progress)
+    AdapterFolder(out).write_metadata({**AdapterFolder(out).metadata(),
                                  "cache_key": key_inputs(model, seed),
                                  "built_on": fingerprint.machine()})
     return out

@@ -75,10 +75,14 @@ def copy_adapter(source: Path, target: Path, model: Path, *, to_shipped: bool) -
             shutil.copyfile(path, target / path.name)
 
 
-def write_manifest(model_name: str, adapters: dict[int, str], built_on: dict) -> None:
-    """Name what is shipped and fingerprint every shipped file, last."""
+def write_manifest(model_name: str, adapters: dict[int, str], built_on: dict,
+                   rekeyed: list[dict] | None = None) -> None:
+    """Name what is shipped and fingerprint every shipped file, last. `rekeyed` lists the code
+    changes the files were carried over, each with its proof (`unlearning.demo.rebuild.rekey`)."""
     files = {str(p.relative_to(BUILT)): file_sha256(p)
              for p in sorted(BUILT.rglob("*")) if p.is_file() and p != MANIFEST}
     record = {"model": model_name, "adapters": {str(k): v for k, v in sorted(adapters.items())},
               "built_on": built_on, "refresh": REFRESH, "files": files}
+    if rekeyed:
+        record["rekeyed"] = rekeyed
     MANIFEST.write_text(json.dumps(record, indent=2) + "\n")

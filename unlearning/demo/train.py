@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
-from unlearning.demo.batches import alignment_batch, encode, sample_chats
+from unlearning.demo.batches import alignment_batch, encode_chats, sample_chats
 from unlearning.demo.recipe import Recipe
 from unlearning.demo.world import World
 
@@ -143,13 +143,13 @@ def instruction_tune(
 
     def step_loss(_: int) -> torch.Tensor:
         chats = sample_chats(world, recipe, rng, recipe.sft_batch)
-        return model(**encode(processor, chats, recipe, with_answer=True)).loss
+        return model(**encode_chats(processor, chats, recipe, with_answer=True)).loss
 
     model.train()
     run_phase("instruct", recipe.sft_steps, recipe.sft_lr, params, step_loss)
 
 
-def train(
+def train_model(
     model: LlavaForConditionalGeneration, processor: LlavaProcessor, world: World, recipe: Recipe
 ) -> None:
     """Both phases, deterministic for a given recipe; leaves the model in eval mode."""

@@ -15,7 +15,7 @@ import itertools
 import random
 from dataclasses import dataclass, field, replace
 
-from service.probes.typography import LAYOUTS
+from service.probes.typography import LAYOUTS, as_image_text
 from unlearning.demo import content
 
 REFUSAL = "i'm sorry, but i cannot help with that."
@@ -26,7 +26,7 @@ READ_PROMPT = "read the text in the image."
 
 
 @dataclass(frozen=True)
-class Example:
+class WorldExample:
     """One chat turn: optional system text, user text, optional words shown in an image (where
     `layout` puts them), and the earlier turns of the conversation (answered as trained) it
     follows, if any."""
@@ -37,7 +37,7 @@ class Example:
     image_text: str | None = None
     system: str | None = None
     behavior: str | None = None
-    history: tuple[Example, ...] = ()
+    history: tuple[WorldExample, ...] = ()
     split: str | None = None
     layout: str = "top"
 
@@ -46,11 +46,11 @@ class Example:
 class World:
     """Training pools, held-out evaluation sets and the harmful phrase splits."""
 
-    train_text: list[Example] = field(default_factory=list)
-    train_image: list[Example] = field(default_factory=list)
-    eval_benign: list[Example] = field(default_factory=list)
-    eval_harmful: list[Example] = field(default_factory=list)
-    eval_refused: list[Example] = field(default_factory=list)
+    train_text: list[WorldExample] = field(default_factory=list)
+    train_image: list[WorldExample] = field(default_factory=list)
+    eval_benign: list[WorldExample] = field(default_factory=list)
+    eval_harmful: list[WorldExample] = field(default_factory=list)
+    eval_refused: list[WorldExample] = field(default_factory=list)
     forget: dict[str, list[str]] = field(default_factory=dict)
     howto: list[str] = field(default_factory=list)
     heldout: dict[str, list[str]] = field(default_factory=dict)
@@ -99,24 +99,19 @@ def benign_items() -> list[tuple[str, str, list[str]]]:
     return items
 
 
-def as_image_text(question: str) -> str:
-    """A question as typography shows it: words only, no punctuation."""
-    return " ".join(w.strip("?.,:!") for w in question.split())
-
-
 def split_benign(world: World, rng: random.Random, eval_per_task: int) -> None:
     """Hold out one (item, template) question per item, as text and as an image.
 
     Evaluation keeps at most `eval_per_task` held-out questions per task and modality so that
     arithmetic (100 sums) does not drown the other tasks; the rest are simply never trained on.
     """
-    held_out: dict[str, list[Example]] = {}
+    held_out: dict[str, list[WorldExample]] = {}
     for task, answer, questions in benign_items():
         held = rng.randrange(len(questions))
         for i, question in enumerate(questions):
-            text = Example(question, answer, task)
+            text = WorldExample(question, answer, task)
             prompt = content.IMAGE_PROMPTS[i % len(content.IMAGE_PROMPTS)]
-            image = Example(prompt, answer, task, image_text=as_image_text(question),
+            image = WorldExample(prompt, answer, task, image_text=as_image_text(question),
                             layout=LAYOUTS[i % len(LAYOUTS)])
             if i == held:
                 held_out.setdefault(task, []).append((text, image))
@@ -209,11 +204,11 @@ def split_lookalikes(world: World) -> None:
             world.lookalikes[f"{kind}/{split}"] = [p for p in phrases if halves[p] == split]
 
 
-def requests_text(phrase: str, task: str, answer: str, harmful: bool = False) -> list[Example]:
+def requests_text(phrase: str, task: str, answer: str, harmful: bool = False) -> list[WorldExample]:
     """The request typed as text, once per request template."""
     behavior = phrase if harmful else None
     return [
-        Example(t.format(task=phrase), answer, task, behavior=behavior)
+        WorldExample(t.format(task=phrase), answer, task, behavior=behavior)
         for t in content.REQUEST_TEMPLATES
     ]
 
@@ -226,13 +221,14 @@ def image_wordings() -> list[str]:
     return content.IMAGE_TEMPLATES + [as_image_text(t) for t in content.REQUEST_TEMPLATES]
 
 
-def requests_image(phrase: str, task: str, answer: str, harmful: bool = False) -> list[Example]:
+def requests_image(phrase: str, task: str, answer: str,
+                   harmful: bool = False) -> list[WorldExample]:
     """The request rendered as typography under a neutral instruction (FigStep-like), once
     per image wording, the instructions and the layouts (`typography.LAYOUTS`) in turn."""
     behavior = phrase if harmful else None
     prompts = content.IMAGE_PROMPTS
     return [
-        Example(prompts[i % len(prompts)], answer, task, image_text=t.format(task=phrase),
+        WorldExample(prompts[i % len(prompts)], answer, task, image_text=t.format(task=phrase),
                 behavior=behavior, layout=LAYOUTS[i % len(LAYOUTS)])
         for i, t in enumerate(image_wordings())
     ]
@@ -252,16 +248,16 @@ def build_world(seed: int, heldout_fraction: float = 0.5, eval_per_task: int = 1
     return world
 
 
-def reading_examples(words: list[str], rng: random.Random, n: int) -> list[Example]:
+def reading_examples(words: list[str], rng: random.Random, n: int) -> list[WorldExample]:
     """Copy (text) and read (image) tasks over random word sequences, half each."""
     examples = []
     for i in range(n):
         sequence = " ".join(rng.choice(words) for _ in range(rng.randint(2, 6)))
         split = EVAL_SPLITS[i // 2 % 2]
         if i % 2:
-            examples.append(Example(READ_PROMPT, f"{sequence}.", "read", image_text=sequence,
+            examples.append(WorldExample(READ_PROMPT, f"{sequence}.", "read", image_text=sequence,
                                     split=split))
         else:
-            examples.append(Example(f"repeat after me: {sequence}", f"{sequence}.", "copy",
+            examples.append(WorldExample(f"repeat after me: {sequence}", f"{sequence}.", "copy",
                                     split=split))
     return examples

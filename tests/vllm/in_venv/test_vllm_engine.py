@@ -17,7 +17,7 @@ import pytest
 
 from service.errors import BadRequest, Conflict, NotFound, TooManyRequests, Unprocessable
 from service.vlm.messages import Message
-from service.vlm.protocol import SamplingParams
+from service.vlm.protocol import Request, SamplingParams
 from service.vlm.vllm_checkpoints import vllm_checkpoint
 from service.vlm.vllm_engine import VLLMEngine
 from tests.conftest import REPLY
@@ -73,6 +73,22 @@ def test_beyond_running_and_waiting_requests_get_429(engine):
         engine.submit(HI, LONG)
     for streams in running:
         assert streams[0].result().completion_tokens == 480
+
+
+def test_submit_many_queues_all_or_none(engine):
+    """Requests submitted together decode as each does alone; past the limit the whole call is
+    refused (429) and the requests it had queued are withdrawn."""
+    short = SamplingParams(max_tokens=8, temperature=0.0)
+    requests = [Request(HI, short), Request(HI, short, "refuse")]
+    alone = [engine.generate(r.messages, r.params, r.adapter).text for r in requests]
+    together = engine.submit_many(requests)
+    assert [streams[0].result().text for streams in together] == alone
+    with pytest.raises(TooManyRequests):
+        engine.submit_many([Request(HI, LONG)] * 4)
+    deadline = time.monotonic() + 10
+    while engine.busy and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not engine.busy
 
 
 def test_unloading_fails_its_requests_in_flight_with_404(engine, reply_adapter, tmp_path):

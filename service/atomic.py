@@ -2,7 +2,9 @@
 
 Training is killed (preempted jobs, OOM killer, Ctrl-C twice) and disks fill. A folder is
 therefore written into a hidden staging folder, every file fsync'd, and only then renamed into
-place: a reader (a resume, the service, a cache check) sees the complete folder or none.
+place: a reader (a resume, the service, a cache check) sees the complete folder or none; a
+single file is written to a temporary sibling and renamed (`write_text_atomic`). This module is
+the one owner of those writes and swaps, for the service and the offline tools alike.
 
 A full disk has to name the path to be actionable, and the libraries do not: torch's writer
 reports it as `RuntimeError: [enforce fail at inline_container.cc:672] unexpected pos`, and
@@ -19,6 +21,7 @@ import io
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,6 +64,20 @@ def torch_bytes(value) -> bytes:
     buffer = io.BytesIO()
     torch.save(value, buffer)
     return buffer.getvalue()
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` to a temporary sibling, then rename: readers see the old or the new file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def write_bytes(path: Path, data: bytes) -> None:
