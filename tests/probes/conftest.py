@@ -3,11 +3,15 @@ and one instance of every registered judge (model-backed ones built from tiny mo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
+import service.probes as package
 from service.probes.base import ProbeContext
 from service.probes.judges import KeywordRefusalJudge, PayloadJudge
 
@@ -114,3 +118,18 @@ def judge_instances(tmp_path_factory):
         "classifier": ClassifierJudge(str(build_classifier(root / "classifier"))),
         "guard": GuardJudge(str(build_guard(root / "guard"))),
     }
+
+
+def planted_module(tmp_path, monkeypatch, module: str, source: str,
+                   registry: dict, name: str) -> Iterator[Path]:
+    """A new module `module` of `service.probes` holding `source`, on the package's path where
+    the package scan finds it; the module and what it registered (`registry[name]`) are removed
+    afterwards. Plugin tests' fixtures `yield from` it."""
+    (tmp_path / f"{module}.py").write_text(source)
+    monkeypatch.setattr(package, "__path__", [*package.__path__, str(tmp_path)])
+    importlib.invalidate_caches()
+    yield tmp_path
+    sys.modules.pop(f"{package.__name__}.{module}", None)
+    vars(package).pop(module, None)
+    registry.pop(name, None)
+    importlib.invalidate_caches()

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import ast
 import importlib
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-import service.probes as package
 from service.probes import judges
 from service.probes.judges import Panel, build_judge, judge_classes, register_judge
 from service.probes.plugins import import_all
+from tests.probes.conftest import planted_module
 
 MODULE = "crossguard_test_plugin_judge"
 NAME = "test_plugin_judge"
@@ -39,16 +38,8 @@ SOURCE = textwrap.dedent('''
 
 @pytest.fixture
 def plugin_dir(tmp_path, monkeypatch):
-    """A folder on the package's path holding a new judge module; everything it registered
-    is removed afterwards."""
-    (tmp_path / f"{MODULE}.py").write_text(SOURCE)
-    monkeypatch.setattr(package, "__path__", [*package.__path__, str(tmp_path)])
-    importlib.invalidate_caches()
-    yield tmp_path
-    sys.modules.pop(f"{package.__name__}.{MODULE}", None)
-    vars(package).pop(MODULE, None)
-    judges._JUDGES.pop(NAME, None)
-    importlib.invalidate_caches()
+    """A folder on the package's path holding a new judge module (`planted_module`)."""
+    yield from planted_module(tmp_path, monkeypatch, MODULE, SOURCE, judges._JUDGES, NAME)
 
 
 def test_a_judge_in_a_new_module_is_discovered(plugin_dir):

@@ -3,17 +3,15 @@ package, with no list anywhere to edit."""
 
 from __future__ import annotations
 
-import importlib
-import sys
 import textwrap
 
 import pytest
 
-import service.probes as package
 from service.probes import base
 from service.probes.base import ProbeContext, probe_classes, resolve_probes
 from service.probes.behaviors import Behavior
 from service.probes.plugins import import_all
+from tests.probes.conftest import planted_module
 
 MODULE = "crossguard_test_plugin_probe"
 NAME = f"{MODULE}.PluginProbe"
@@ -35,16 +33,8 @@ SOURCE = textwrap.dedent('''
 
 @pytest.fixture
 def plugin_dir(tmp_path, monkeypatch):
-    """A folder on the package's path holding a new probe module; everything it registered
-    is removed afterwards."""
-    (tmp_path / f"{MODULE}.py").write_text(SOURCE)
-    monkeypatch.setattr(package, "__path__", [*package.__path__, str(tmp_path)])
-    importlib.invalidate_caches()
-    yield tmp_path
-    sys.modules.pop(f"{package.__name__}.{MODULE}", None)
-    vars(package).pop(MODULE, None)
-    base._PROBES.pop(NAME, None)
-    importlib.invalidate_caches()
+    """A folder on the package's path holding a new probe module (`planted_module`)."""
+    yield from planted_module(tmp_path, monkeypatch, MODULE, SOURCE, base._PROBES, NAME)
 
 
 def test_a_probe_in_a_new_module_is_discovered(plugin_dir):
