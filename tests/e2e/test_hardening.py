@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -155,9 +156,18 @@ def test_flood_gets_429_with_retry_after_and_nothing_is_lost(tiny_model, tmp_pat
     env = {"CROSSGUARD_MODEL": str(tiny_model), "CROSSGUARD_MAX_WAITING": "1",
            "CROSSGUARD_MAX_BATCH_SIZE": "2"}
     with BentoServer(env, tmp_path) as server:
+        # 24 at once, released together: vLLM writes the tiny model's 400 tokens in well under a
+        # second, so 8 requests sent by a busy CI machine could arrive one after another and
+        # never exceed the 3 places (seen twice); 24 released by a barrier cannot
         long = {"max_tokens": 400, "min_tokens": 400}
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            responses = list(pool.map(lambda _: chat(server.url, token=None, **long), range(8)))
+        start = threading.Barrier(24)
+
+        def flood(_):
+            start.wait()
+            return chat(server.url, token=None, **long)
+
+        with ThreadPoolExecutor(max_workers=24) as pool:
+            responses = list(pool.map(flood, range(24)))
         statuses = sorted(r.status_code for r in responses)
         assert set(statuses) == {200, 429} and statuses.count(200) >= 2
         assert all(int(r.headers["retry-after"]) >= 1 for r in responses if r.status_code == 429)
