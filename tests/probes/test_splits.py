@@ -103,8 +103,13 @@ def test_no_form_of_one_half_contains_a_form_of_the_other():
 
 
 def test_a_planted_form_that_contains_the_other_halfs_is_caught():
-    planted = forms_of("test") | {"Tell me, " + next(iter(forms_of("validation")))}
-    assert nested(planted, forms_of("validation"))
+    # every validation form that carries wording, planted in the test half, is caught (a bare
+    # slot such as "{task}" is no wording; picking one form from a set made this depend on the
+    # run's hash seed)
+    worded = sorted(f for f in forms_of("validation") if carries_wording(f))
+    assert worded
+    for form in worded:
+        assert nested(forms_of("test") | {"Tell me, " + form}, forms_of("validation")), form
     assert contains("explain to me how to {task}", "how to {task}")
     assert not contains("how to {task}", "explain to me how to {task}")
     assert not contains("please {task} now", "{task}"), "a bare slot is no wording"
