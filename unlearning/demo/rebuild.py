@@ -76,10 +76,7 @@ def adapter_differences(model: Path, adapters: dict[int, Path]) -> list[str]:
     for seed, folder in sorted(adapters.items()):
         shipped = shipping.adapter(seed)
         for name in ADAPTER_WEIGHTS:
-            text = (folder / name).read_bytes()
-            if name.endswith(".json"):
-                text = text.replace(str(model).encode(), shipping.MODEL_PATH.encode())
-            if not (shipped / name).is_file() or (shipped / name).read_bytes() != text:
+            if _portable_bytes(shipped / name, model) != _portable_bytes(folder / name, model):
                 found.append(f"adapters/seed-{seed}/{name}")
     return found
 
@@ -227,10 +224,15 @@ def rekey(old_home: Path, new_home: Path) -> list[str]:
 
 
 def _portable_bytes(path: Path, model: Path) -> bytes | None:
-    """A file's bytes with the model folder's path written as `shipping.MODEL_PATH`."""
+    """A file's bytes (None when missing), the model folder's path written as
+    `shipping.MODEL_PATH` in text files (`shipping.PORTABLE_SUFFIXES`), as a shipped copy
+    holds it."""
     if not path.is_file():
         return None
-    return path.read_bytes().replace(str(model).encode(), shipping.MODEL_PATH.encode())
+    data = path.read_bytes()
+    if path.suffix not in shipping.PORTABLE_SUFFIXES:
+        return data
+    return data.replace(str(model).encode(), shipping.MODEL_PATH.encode())
 
 
 def _portable(adapter: Path, model: Path) -> dict:
